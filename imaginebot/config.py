@@ -1,0 +1,178 @@
+"""Every knob of the bot, read from the environment and ``.env`` through pydantic-settings.
+
+Each setting is the environment variable ``IMAGINEBOT_<NAME>`` (``.env.example`` lists them all). An invalid
+value stops start-up with a ConfigError naming the variable, what is wrong with the value and what is
+allowed. The Discord token is a SecretStr: it is never printed, logged, or echoed in an error.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from imaginebot.engine.api import DEFAULT_SAMPLER, SAMPLERS
+from imaginebot.errors import ConfigError
+from imaginebot.params import CFG_RANGE, IMAGES_RANGE, MAX_ASPECT, STEPS_RANGE, RequestDefaults
+
+ENV_PREFIX = "IMAGINEBOT_"
+PACKAGE_DIR = Path(__file__).resolve().parent
+EMBEDDED_MODEL = PACKAGE_DIR / "models" / "shapes-64"
+
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        env_ignore_empty=True,  # "IMAGINEBOT_DISCORD_TOKEN=" in .env means unset, not an empty token
+        frozen=True,
+        validate_default=True,
+    )
+
+    discord_token: SecretStr | None = Field(
+        None, description="the bot token from the Discord developer portal; not needed with --mock"
+    )
+    discord_url: str | None = Field(
+        None,
+        description="base URL of a Discord-compatible server, e.g. http://127.0.0.1:8080 (default: Discord)",
+    )
+    guild_id: int | None = Field(
+        None, ge=1, description="a server id: slash commands are synced there at once instead of globally"
+    )
+    model: str = Field(
+        "",
+        description="a diffusers-format folder or a hub id in the local cache (empty: the embedded model)",
+    )
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="auto (fp16 on CUDA, fp32 elsewhere), float32, float16 or bfloat16"
+    )
+    data_dir: Path = Field(Path("data"), description="where the SQLite store and the images are kept")
+    default_steps: int = Field(
+        30,
+        ge=STEPS_RANGE[0],
+        le=STEPS_RANGE[1],
+        description=f"steps when --steps is not given, {STEPS_RANGE[0]}-{STEPS_RANGE[1]}",
+    )
+    default_cfg: float = Field(
+        7.0,
+        ge=CFG_RANGE[0],
+        le=CFG_RANGE[1],
+        description=f"guidance when --cfg is not given, {CFG_RANGE[0]:g}-{CFG_RANGE[1]:g}",
+    )
+    default_images: int = Field(
+        4,
+        ge=IMAGES_RANGE[0],
+        le=IMAGES_RANGE[1],
+        description=f"images per /imagine when --images is not given, {IMAGES_RANGE[0]}-{IMAGES_RANGE[1]}",
+    )
+    default_sampler: str = Field(DEFAULT_SAMPLER, description="one of " + ", ".join(SAMPLERS))
+    default_aspect: str = Field("1:1", description=f"W:H between 1:{MAX_ASPECT} and {MAX_ASPECT}:1")
+    preview_every: int = Field(5, ge=1, le=150, description="steps between two preview edits")
+    preview_min_interval: float = Field(
+        1.0, ge=0.0, le=60.0, description="seconds at least between two edits of one message"
+    )
+    quota_per_day: int = Field(
+        100, ge=0, description="images a user may make per UTC day unless a moderator set otherwise (0: none)"
+    )
+    max_queued_per_user: int = Field(3, ge=1, le=100, description="jobs one user may have waiting at once")
+    moderator_role: str | None = Field(
+        None, description="name or id of a role whose members moderate (Manage Server always does)"
+    )
+    upscale_max_side: int = Field(2048, ge=64, le=8192, description="longest side of an upscaled image")
+    mock_port: int = Field(8080, ge=0, le=65535, description="port of the local Discord (0: any free port)")
+    mock_host: str = Field("127.0.0.1", description="address the local Discord listens on")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="logging level")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not _DEVICE.fullmatch(value):
+            raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+        return value
+
+    @field_validator("default_sampler")
+    @classmethod
+    def _sampler(cls, value: str) -> str:
+        if value.lower() not in SAMPLERS:
+            raise ValueError("must be one of " + ", ".join(SAMPLERS))
+        return value.lower()
+
+    @field_validator("default_aspect")
+    @classmethod
+    def _aspect(cls, value: str) -> str:
+        match = re.fullmatch(r"(\d+):(\d+)", value.strip())
+        if match is None:
+            raise ValueError(f"must be W:H, like 3:2, between 1:{MAX_ASPECT} and {MAX_ASPECT}:1")
+        width, height = int(match.group(1)), int(match.group(2))
+        if width == 0 or height == 0 or width > MAX_ASPECT * height or height > MAX_ASPECT * width:
+            raise ValueError(f"must be between 1:{MAX_ASPECT} and {MAX_ASPECT}:1")
+        divisor = math.gcd(width, height)
+        return f"{width // divisor}:{height // divisor}"
+
+    @field_validator("discord_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^\s/]+(/.*)?", value):
+            raise ValueError("must be an http:// or https:// URL, like http://127.0.0.1:8080")
+        return value.rstrip("/") if value else value
+
+    @property
+    def model_path(self) -> str:
+        """The configured model, or the embedded one."""
+        return self.model or str(EMBEDDED_MODEL)
+
+    @property
+    def request_defaults(self) -> RequestDefaults:
+        width, height = (int(side) for side in self.default_aspect.split(":"))
+        return RequestDefaults(
+            steps=self.default_steps,
+            cfg=self.default_cfg,
+            sampler=self.default_sampler,
+            images=self.default_images,
+            aspect=(width, height),
+        )
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "imaginebot.sqlite3"
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def describe_settings() -> list[tuple[str, str, str]]:
+    """(variable, default, description) for every setting: the README's table and .env.example."""
+    rows = []
+    for name, info in Settings.model_fields.items():
+        default = "" if info.default is None else str(info.default)
+        rows.append((env_name(name), default, info.description or ""))
+    return rows
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings; an invalid value raises ConfigError with one line per problem.
+
+    The offending value is quoted back, except the token's, which is never shown.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        lines = []
+        for problem in error.errors(include_url=False):
+            field = str(problem["loc"][0]) if problem["loc"] else "?"
+            info = Settings.model_fields.get(field)
+            shown = "" if field == "discord_token" else f"={problem.get('input')!r}"
+            allowed = f" (allowed: {info.description})" if info and info.description else ""
+            message = problem["msg"].removeprefix("Value error, ")
+            lines.append(f"{env_name(field)}{shown}: {message}{allowed}")
+        raise ConfigError("Invalid settings:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,337 @@
+"""The /imagine prompt language: turn the text of the ``prompt`` option into a typed request.
+
+    a watercolor otter --ar 3:2 --no blur, text --steps 25 --seed 42
+
+Flags may stand anywhere in the text, in any letter case, as ``--flag value`` or ``--flag=value``, with
+quoted values, and with the em-dash ``—`` or en-dash ``–`` that phones type in place of ``--``. What is
+left once the flags are taken out is the prompt. ``str(request)`` gives back canonical /imagine text that
+parses to the same request (the 🔄 button and the message footer use it).
+
+The scanner is written by hand: ``shlex`` would choke on the apostrophes of ordinary prose ("a cat's
+hat"), and ``argparse`` neither reports near misses in a student's words nor keeps the free text between
+flags.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import random
+import re
+from dataclasses import dataclass, field, replace
+from typing import Final
+
+from imaginebot.engine.api import DEFAULT_SAMPLER, SAMPLERS
+from imaginebot.errors import ParamError
+
+STEPS_RANGE: Final = (1, 150)
+CFG_RANGE: Final = (0.0, 30.0)
+SEED_RANGE: Final = (0, 2**32 - 1)
+IMAGES_RANGE: Final = (1, 4)
+MAX_ASPECT: Final = 4  # between 1:4 and 4:1
+
+# What people type for the samplers, mapped to our names (diffusers' and A1111's spellings).
+SAMPLER_ALIASES: Final[dict[str, str]] = {
+    "dpmpp_2m": "dpm++2m",
+    "dpmpp2m": "dpm++2m",
+    "dpm++_2m": "dpm++2m",
+    "dpm++ 2m": "dpm++2m",
+    "dpmpp_2m_karras": "dpm++2m_karras",
+    "dpm++2m karras": "dpm++2m_karras",
+    "dpm++_2m_karras": "dpm++2m_karras",
+    "euler_ancestral": "euler_a",
+    "euler-a": "euler_a",
+    "uni_pc": "unipc",
+}
+
+
+@dataclass(frozen=True)
+class RequestDefaults:
+    """What a request gets for each flag the user left out (server settings or the user's /settings)."""
+
+    steps: int = 30
+    cfg: float = 7.0
+    sampler: str = DEFAULT_SAMPLER
+    images: int = 4
+    aspect: tuple[int, int] = (1, 1)
+
+
+@dataclass(frozen=True)
+class ImagineRequest:
+    """One /imagine, fully resolved: every value is concrete, the seed included."""
+
+    prompt: str
+    seed: int
+    steps: int = 30
+    cfg: float = 7.0
+    negative: tuple[str, ...] = ()
+    aspect: tuple[int, int] = (1, 1)
+    sampler: str = DEFAULT_SAMPLER
+    images: int = 4
+
+    @property
+    def negative_prompt(self) -> str:
+        return ", ".join(self.negative)
+
+    def tile_seeds(self) -> tuple[int, ...]:
+        """Tile *i* of seed *s* is made from seed ``s + i`` alone, so it can be re-made by itself."""
+        return tuple((self.seed + i) % (SEED_RANGE[1] + 1) for i in range(self.images))
+
+    def size(self, native_side: int) -> tuple[int, int]:
+        """Width and height for this aspect ratio at about the model's native pixel count."""
+        return size_for_aspect(self.aspect, native_side)
+
+    def with_seed(self, seed: int) -> ImagineRequest:
+        return replace(self, seed=seed)
+
+    def __str__(self) -> str:
+        parts = [self.prompt]
+        if self.negative:
+            parts.append("--no " + ", ".join(self.negative))
+        parts += [
+            f"--ar {self.aspect[0]}:{self.aspect[1]}",
+            f"--steps {self.steps}",
+            f"--cfg {_format_float(self.cfg)}",
+            f"--seed {self.seed}",
+            f"--sampler {self.sampler}",
+            f"--images {self.images}",
+        ]
+        return " ".join(parts)
+
+
+def _format_float(value: float) -> str:
+    # repr() is the shortest text that reads back to the same float; drop a needless ".0".
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
+
+
+def size_for_aspect(aspect: tuple[int, int], native_side: int) -> tuple[int, int]:
+    """Map W:H to a width and height with about ``native_side**2`` pixels.
+
+    Sides are multiples of 64 for real checkpoints; a model smaller than 512 px (the embedded one is 64 px)
+    uses a proportionally smaller step, never under 8 (the VAE's usual downsampling).
+    """
+    multiple = max(8, min(64, native_side // 8))
+    area = native_side * native_side
+    width = math.sqrt(area * aspect[0] / aspect[1])
+    height = area / width
+
+    def snap(side: float) -> int:
+        return max(multiple, round(side / multiple) * multiple)
+
+    return snap(width), snap(height)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Scanning
+
+# A flag starts a word: "--", or the em-dash/en-dash phones put in its place, then a name.
+_FLAG = re.compile(r"(?<!\S)(?:--|[—–])[-—–]*(?P<name>[A-Za-z][A-Za-z0-9_+]*)(?=\s|=|$)")
+_QUOTES: Final = {'"': '"', "'": "'", "“": "”", "‘": "’", "«": "»"}
+_QUOTE_CHARS: Final = "\"'“”‘’«»"
+
+
+@dataclass
+class _Flag:
+    name: str  # canonical
+    typed: str  # as the user wrote it, for messages
+    value: str | None
+
+
+@dataclass
+class _Scan:
+    prompt: str
+    flags: list[_Flag] = field(default_factory=list)
+
+
+def _canonical_flag(name: str) -> str | None:
+    return _FLAG_ALIASES.get(name.lower())
+
+
+def _read_quoted(text: str, start: int) -> tuple[str, int] | None:
+    """A quoted value at ``start`` (any of the usual straight or curly quotes), or None."""
+    if start >= len(text) or text[start] not in _QUOTES:
+        return None
+    close = text.find(_QUOTES[text[start]], start + 1)
+    if close == -1:
+        return None
+    return text[start + 1 : close], close + 1
+
+
+def _scan(text: str) -> _Scan:
+    pieces: list[str] = []
+    flags: list[_Flag] = []
+    pos = 0
+    while True:
+        match = _FLAG.search(text, pos)
+        if match is None:
+            pieces.append(text[pos:])
+            break
+        pieces.append(text[pos : match.start()])
+        typed = "--" + match.group("name")
+        canonical = _canonical_flag(match.group("name"))
+        if canonical is None:
+            raise ParamError(_unknown_flag_message(typed))
+        value, pos = _read_value(text, match.end(), canonical)
+        flags.append(_Flag(canonical, typed, value))
+    return _Scan(" ".join(" ".join(pieces).split()), flags)
+
+
+def _read_value(text: str, pos: int, canonical: str) -> tuple[str | None, int]:
+    """The value after a flag and the position after it. ``--no`` runs up to the next flag."""
+    if pos < len(text) and text[pos] == "=":
+        pos += 1
+    else:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+    if pos >= len(text) or _FLAG.match(text, pos):
+        return None, pos
+    quoted = _read_quoted(text, pos)
+    if quoted is not None:
+        return quoted
+    if canonical == "no":
+        following = _FLAG.search(text, pos)
+        end = following.start() if following else len(text)
+        return text[pos:end], end
+    end = pos
+    while end < len(text) and not text[end].isspace():
+        end += 1
+    return text[pos:end], end
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Values
+
+
+def _int_in(flag: _Flag, value: str, low: int, high: int) -> int:
+    allowed = f"a whole number from {low} to {high}"
+    try:
+        number = int(value)
+    except ValueError:
+        raise ParamError(f"{flag.typed} must be {allowed}, not '{value}'.") from None
+    if not low <= number <= high:
+        raise ParamError(f"{flag.typed} must be {allowed}; you gave {number}.")
+    return number
+
+
+def _float_in(flag: _Flag, value: str, low: float, high: float) -> float:
+    allowed = f"a number from {_format_float(low)} to {_format_float(high)}"
+    try:
+        number = float(value)
+    except ValueError:
+        raise ParamError(f"{flag.typed} must be {allowed}, not '{value}'.") from None
+    if not math.isfinite(number) or not low <= number <= high:
+        raise ParamError(f"{flag.typed} must be {allowed}; you gave {value}.")
+    return number
+
+
+def _aspect(flag: _Flag, value: str) -> tuple[int, int]:
+    allowed = f"two whole numbers like 3:2, between 1:{MAX_ASPECT} and {MAX_ASPECT}:1"
+    match = re.fullmatch(r"(\d{1,6})\s*:\s*(\d{1,6})", value)
+    if match is None:
+        raise ParamError(f"{flag.typed} must be {allowed}, not '{value}'.")
+    width, height = int(match.group(1)), int(match.group(2))
+    if width == 0 or height == 0 or width > MAX_ASPECT * height or height > MAX_ASPECT * width:
+        raise ParamError(f"{flag.typed} must be {allowed}; {width}:{height} is outside that.")
+    divisor = math.gcd(width, height)
+    return width // divisor, height // divisor
+
+
+def _sampler(flag: _Flag, value: str) -> str:
+    name = SAMPLER_ALIASES.get(value.lower(), value.lower())
+    if name in SAMPLERS:
+        return name
+    message = f"{flag.typed} '{value}' is not a sampler we have. Choose one of: {', '.join(SAMPLERS)}."
+    close = difflib.get_close_matches(value.lower(), [*SAMPLERS, *SAMPLER_ALIASES], n=1, cutoff=0.6)
+    if close:
+        message += f" Did you mean {SAMPLER_ALIASES.get(close[0], close[0])}?"
+    raise ParamError(message)
+
+
+def _negative_terms(value: str) -> list[str]:
+    terms = (term.strip().strip(_QUOTE_CHARS).strip() for term in value.split(","))
+    return [" ".join(term.split()) for term in terms if term.strip(_QUOTE_CHARS).strip()]
+
+
+# Every spelling we accept -> the canonical flag.
+_FLAG_ALIASES: Final[dict[str, str]] = {
+    "steps": "steps",
+    "cfg": "cfg",
+    "guidance": "cfg",
+    "seed": "seed",
+    "no": "no",
+    "ar": "aspect",
+    "aspect": "aspect",
+    "sampler": "sampler",
+    "n": "images",
+    "images": "images",
+}
+
+_EXPECTS: Final[dict[str, str]] = {
+    "steps": f"a whole number from {STEPS_RANGE[0]} to {STEPS_RANGE[1]}",
+    "cfg": f"a number from {CFG_RANGE[0]:g} to {CFG_RANGE[1]:g}",
+    "seed": f"a whole number from {SEED_RANGE[0]} to {SEED_RANGE[1]}",
+    "no": "what to keep out of the picture, like --no text, blur",
+    "aspect": "a ratio like 3:2",
+    "sampler": "one of " + ", ".join(SAMPLERS),
+    "images": f"a whole number from {IMAGES_RANGE[0]} to {IMAGES_RANGE[1]}",
+}
+
+
+def _unknown_flag_message(typed: str) -> str:
+    known = sorted({"--" + name for name in _FLAG_ALIASES})
+    message = f"Unknown flag {typed}. Flags are: {', '.join(known)}."
+    close = difflib.get_close_matches(typed.lower(), known, n=1, cutoff=0.6)
+    if close:
+        message += f" Did you mean {close[0]}?"
+    return message
+
+
+def parse(
+    text: str,
+    defaults: RequestDefaults | None = None,
+    *,
+    rng: random.Random | None = None,
+) -> ImagineRequest:
+    """Parse the text of /imagine's ``prompt`` option. Raises ParamError (only) for bad input."""
+    defaults = defaults or RequestDefaults()
+    scan = _scan(text)
+    request = ImagineRequest(
+        prompt=scan.prompt,
+        seed=-1,
+        steps=defaults.steps,
+        cfg=defaults.cfg,
+        aspect=defaults.aspect,
+        sampler=defaults.sampler,
+        images=defaults.images,
+    )
+    given: dict[str, str] = {}
+    negative: list[str] = []
+    for flag in scan.flags:
+        if flag.value is None or not flag.value.strip():
+            raise ParamError(f"{flag.typed} needs a value: {_EXPECTS[flag.name]}.")
+        value = flag.value.strip()
+        if flag.name == "no":
+            negative += [term for term in _negative_terms(value) if term not in negative]
+            continue
+        if flag.name in given:
+            raise ParamError(f"{flag.typed} was given twice (as {given[flag.name]} before); give it once.")
+        given[flag.name] = flag.typed
+        match flag.name:
+            case "steps":
+                request = replace(request, steps=_int_in(flag, value, *STEPS_RANGE))
+            case "cfg":
+                request = replace(request, cfg=_float_in(flag, value, *CFG_RANGE))
+            case "seed":
+                request = replace(request, seed=_int_in(flag, value, *SEED_RANGE))
+            case "aspect":
+                request = replace(request, aspect=_aspect(flag, value))
+            case "sampler":
+                request = replace(request, sampler=_sampler(flag, value))
+            case "images":
+                request = replace(request, images=_int_in(flag, value, *IMAGES_RANGE))
+    if not scan.prompt:
+        raise ParamError("The prompt is empty: describe the picture before or after the flags.")
+    if "seed" not in given:
+        request = replace(request, seed=(rng or random.SystemRandom()).randint(*SEED_RANGE))
+    return replace(request, negative=tuple(negative), cfg=float(request.cfg))

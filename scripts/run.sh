@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The run command: sets up .venv, then starts the bot. With no arguments it runs on the local Discord
+# with the embedded model (`bot.py --mock`) and prints the page's URL; arguments go to bot.py, e.g.
+# `scripts/run.sh --discord` for real Discord with the settings in .env.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
+if [ "$#" = 0 ]; then
+    set -- --mock
+fi
+exec "$PY" "$ROOT/bot.py" "$@"

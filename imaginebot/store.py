@@ -1,0 +1,548 @@
+"""SQLite persistence (aiosqlite, WAL): jobs, daily quotas, per-user settings, moderation; images on disk.
+
+One ``Store`` owns one connection. Every write is one ``BEGIN IMMEDIATE`` transaction, so several
+``Store`` instances (or processes) on the same file stay consistent: quota is checked and taken in the
+same transaction that inserts the job, and two simultaneous requests can't overspend.
+
+Layout of the data directory::
+
+    <data_dir>/imaginebot.db
+    <data_dir>/images/<job_id>/tile-<i>.png, grid.png
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiosqlite
+from PIL import Image
+
+from imaginebot.errors import Forbidden, QuotaExceeded
+from imaginebot.migrations import migrate, user_version
+from imaginebot.store_models import (
+    BlockedUser,
+    Job,
+    JobKind,
+    JobParams,
+    JobStatus,
+    ModAction,
+    NewJob,
+    QuotaStatus,
+    UsageRow,
+    UserSettings,
+)
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+DB_NAME = "imaginebot.db"
+_PARAM_COLUMNS = ("prompt", "negative_prompt", "steps", "cfg", "sampler", "width", "height")
+_REFUNDED = (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def next_reset(now: datetime) -> datetime:
+    """Quotas reset at the next UTC midnight."""
+    return datetime.combine(now.astimezone(UTC).date() + timedelta(days=1), time(0), UTC)
+
+
+# -- rows ----------------------------------------------------------------------------------------------
+
+
+def _dt(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _job(row: aiosqlite.Row) -> Job:
+    d = dict(row)
+    del d["charged_day"]  # internal: the day whose usage a refund goes back to
+    params = JobParams(**{k: d.pop(k) for k in _PARAM_COLUMNS}, seeds=tuple(json.loads(d.pop("seeds"))))
+    d.update(
+        kind=JobKind(d["kind"]),
+        status=JobStatus(d["status"]),
+        images=tuple(json.loads(d["images"])),
+        created_at=datetime.fromisoformat(d["created_at"]),
+        started_at=_dt(d["started_at"]),
+        finished_at=_dt(d["finished_at"]),
+    )
+    return Job(**d, params=params)
+
+
+def _write_png_atomically(path: Path, image: Image.Image) -> None:
+    # A crash mid-write must never leave a half PNG under the final name: write aside, fsync, rename.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            image.save(f, format="PNG")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _quota_message(needed: int, status: QuotaStatus, now: datetime) -> str:
+    wait = status.resets_at - now
+    hours, minutes = divmod(int(wait.total_seconds()) // 60, 60)
+    images = "image" if needed == 1 else "images"
+    return (
+        f"Not enough quota: this needs {needed} {images} and you have {status.left} of your "
+        f"{status.limit} left today. Your quota resets at {status.resets_at:%H:%M} UTC "
+        f"(in {hours} h {minutes:02d} min)."
+    )
+
+
+# -- the store -----------------------------------------------------------------------------------------
+
+
+class Store:
+    """Open with ``await Store.open(data_dir)``; close with ``await store.close()`` (or ``async with``)."""
+
+    def __init__(
+        self, db: aiosqlite.Connection, data_dir: Path, *, default_daily_images: int | None, clock: Clock
+    ) -> None:
+        self._db = db
+        self.data_dir = data_dir
+        self.default_daily_images = (
+            default_daily_images  # when neither user nor guild has a quota; None: unlimited
+        )
+        self._clock = clock
+        # One connection can hold one transaction: coroutines sharing this Store take turns.
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(
+        cls,
+        data_dir: Path | str,
+        *,
+        default_daily_images: int | None = 25,
+        clock: Clock = utc_now,
+    ) -> Store:
+        data_dir = Path(data_dir)
+        (data_dir / "images").mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(data_dir / DB_NAME, isolation_level=None)  # we BEGIN ourselves
+        try:
+            db.row_factory = aiosqlite.Row
+            await db.execute("PRAGMA busy_timeout = 10000")
+            await db.execute("PRAGMA journal_mode = WAL")
+            await db.execute("PRAGMA synchronous = NORMAL")  # with WAL: durable at checkpoints, much faster
+            await db.execute("PRAGMA foreign_keys = ON")
+            await migrate(db)
+        except BaseException:
+            await db.close()
+            raise
+        return cls(db, data_dir, default_daily_images=default_daily_images, clock=clock)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def schema_version(self) -> int:
+        async with self._lock:
+            return await user_version(self._db)
+
+    def _now(self) -> datetime:
+        return self._clock().astimezone(UTC)
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            await self._db.execute("COMMIT")
+
+    async def _all(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
+        async with self._lock, self._db.execute(sql, tuple(params)) as cursor:
+            return list(await cursor.fetchall())
+
+    @staticmethod
+    async def _one(db: aiosqlite.Connection, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Row | None:
+        async with db.execute(sql, tuple(params)) as cursor:
+            return await cursor.fetchone()
+
+    # -- jobs and quota --------------------------------------------------------------------------------
+
+    async def reserve_job(self, new: NewJob) -> Job:
+        """Check the user may make ``new.params.num_images`` images, take them from today's quota and
+        insert the job as queued, all in one transaction.
+
+        Raises Forbidden (blocked on this server) or QuotaExceeded (saying what is left and when it resets).
+        """
+        needed, now = new.params.num_images, self._now()
+        day = now.date().isoformat()
+        async with self._tx() as db:
+            if await self._one(
+                db,
+                "SELECT 1 FROM blocked_users WHERE guild_id = ? AND user_id = ?",
+                (new.guild_id, new.user_id),
+            ):
+                raise Forbidden("You are blocked from making images on this server; ask a moderator.")
+            status = await self._quota(db, new.guild_id, new.user_id, now)
+            if status.limit is not None and status.used + needed > status.limit:
+                raise QuotaExceeded(_quota_message(needed, status, now))
+            p = new.params
+            cursor = await db.execute(
+                "INSERT INTO jobs (user_id, guild_id, channel_id, kind, parent_id, tile_index, prompt_text,"
+                " prompt, negative_prompt, steps, cfg, sampler, width, height, seeds, charged, charged_day,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (new.user_id, new.guild_id, new.channel_id, new.kind.value, new.parent_id, new.tile_index,
+                 new.prompt_text, p.prompt, p.negative_prompt, p.steps, p.cfg, p.sampler, p.width, p.height,
+                 json.dumps(list(p.seeds)), needed, day, now.isoformat()),
+            )  # fmt: skip
+            await db.execute(
+                "INSERT INTO usage (guild_id, user_id, day, images) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (guild_id, user_id, day) DO UPDATE SET images = images + excluded.images",
+                (new.guild_id, new.user_id, day, needed),
+            )
+            row = await self._one(db, "SELECT * FROM jobs WHERE id = ?", (cursor.lastrowid,))
+        assert row is not None
+        log.info("job %s reserved: user %s, %d images", row["id"], new.user_id, needed)
+        return _job(row)
+
+    async def get_job(self, job_id: int) -> Job | None:
+        rows = await self._all("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return _job(rows[0]) if rows else None
+
+    async def recent_jobs(self, guild_id: int, user_id: int, *, limit: int = 10) -> list[Job]:
+        rows = await self._all(
+            "SELECT * FROM jobs WHERE guild_id = ? AND user_id = ? ORDER BY id DESC LIMIT ?",
+            (guild_id, user_id, limit),
+        )
+        return [_job(row) for row in rows]
+
+    async def unfinished_jobs(self) -> list[Job]:
+        """Jobs left queued or running by the last run, oldest first: re-queue or mark them interrupted."""
+        rows = await self._all("SELECT * FROM jobs WHERE status IN ('queued', 'running') ORDER BY id")
+        return [_job(row) for row in rows]
+
+    async def set_message(self, job_id: int, channel_id: int, message_id: int) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE jobs SET channel_id = ?, message_id = ? WHERE id = ?",
+                (channel_id, message_id, job_id),
+            )
+
+    async def mark_running(self, job_id: int) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE jobs SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'",
+                (self._now().isoformat(), job_id),
+            )
+
+    async def requeue_job(self, job_id: int) -> None:
+        """Put a job left running by a stop back to queued (its quota stays taken)."""
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE jobs SET status = 'queued', started_at = NULL WHERE id = ? AND status = 'running'",
+                (job_id,),
+            )
+
+    async def finish_job(
+        self,
+        job_id: int,
+        status: JobStatus,
+        *,
+        error: str = "",
+        note: str = "",
+        elapsed_s: float | None = None,
+        images: Sequence[str] = (),
+        grid: str | None = None,
+    ) -> Job:
+        """Record how a job ended. Failed, cancelled and interrupted jobs give their images back to the
+        quota of the day they were taken from. A job already finished is left as it is (no double refund)."""
+        if not status.finished:
+            raise ValueError(f"{status} is not a final status")
+        async with self._tx() as db:
+            row = await self._one(db, "SELECT * FROM jobs WHERE id = ?", (job_id,))
+            if row is None:
+                raise KeyError(job_id)
+            if JobStatus(row["status"]).finished:
+                return _job(row)
+            if status in _REFUNDED and row["charged"]:
+                await db.execute(
+                    "UPDATE usage SET images = MAX(0, images - ?)"
+                    " WHERE guild_id = ? AND user_id = ? AND day = ?",
+                    (row["charged"], row["guild_id"], row["user_id"], row["charged_day"]),
+                )
+            refunded = status in _REFUNDED
+            await db.execute(
+                "UPDATE jobs SET status = ?, error = ?, note = ?, elapsed_s = ?, images = ?, grid = ?,"
+                " finished_at = ?, charged = CASE WHEN ? THEN 0 ELSE charged END WHERE id = ?",
+                (status.value, error, note, elapsed_s, json.dumps(list(images)), grid,
+                 self._now().isoformat(), refunded, job_id),
+            )  # fmt: skip
+            row = await self._one(db, "SELECT * FROM jobs WHERE id = ?", (job_id,))
+        assert row is not None
+        log.info("job %s %s", job_id, status)
+        return _job(row)
+
+    async def complete_job(
+        self,
+        job_id: int,
+        images: Sequence[Image.Image],
+        *,
+        grid: Image.Image | None = None,
+        elapsed_s: float | None = None,
+        note: str = "",
+    ) -> Job:
+        """Write the job's images (``tile-<i>.png``, ``grid.png``) and mark it done."""
+        tiles, grid_path = await asyncio.to_thread(self._write_images, job_id, images, grid)
+        return await self.finish_job(
+            job_id, JobStatus.DONE, images=tiles, grid=grid_path, elapsed_s=elapsed_s, note=note
+        )
+
+    def job_dir(self, job_id: int) -> Path:
+        return self.data_dir / "images" / str(job_id)
+
+    def _write_images(
+        self, job_id: int, images: Sequence[Image.Image], grid: Image.Image | None
+    ) -> tuple[list[str], str | None]:
+        directory = self.job_dir(job_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        tiles = []
+        for i, image in enumerate(images):
+            _write_png_atomically(directory / f"tile-{i}.png", image)
+            tiles.append(f"images/{job_id}/tile-{i}.png")
+        if grid is None:
+            return tiles, None
+        _write_png_atomically(directory / "grid.png", grid)
+        return tiles, f"images/{job_id}/grid.png"
+
+    async def load_image(self, relative_path: str) -> Image.Image:
+        """An image written by ``complete_job`` (``job.images[i]`` or ``job.grid``), fully loaded."""
+
+        def load() -> Image.Image:
+            with Image.open(self.data_dir / relative_path) as image:
+                image.load()
+                return image.copy()
+
+        return await asyncio.to_thread(load)
+
+    # -- quotas and usage ------------------------------------------------------------------------------
+
+    async def _quota(
+        self, db: aiosqlite.Connection, guild_id: int, user_id: int, now: datetime
+    ) -> QuotaStatus:
+        # A row with NULL means "unlimited"; no row means "fall back to the next level".
+        row = await self._one(
+            db, "SELECT daily_images FROM user_quotas WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
+        )
+        if row is None:
+            row = await self._one(db, "SELECT daily_images FROM guild_quotas WHERE guild_id = ?", (guild_id,))
+        limit = self.default_daily_images if row is None else row["daily_images"]
+        used = await self._one(
+            db,
+            "SELECT images FROM usage WHERE guild_id = ? AND user_id = ? AND day = ?",
+            (guild_id, user_id, now.date().isoformat()),
+        )
+        return QuotaStatus(limit=limit, used=used["images"] if used else 0, resets_at=next_reset(now))
+
+    async def quota_status(self, guild_id: int, user_id: int) -> QuotaStatus:
+        async with self._lock:
+            return await self._quota(self._db, guild_id, user_id, self._now())
+
+    async def guild_quota(self, guild_id: int) -> int | None:
+        """The server's default daily images (None: unlimited), or the bot's default when none is set."""
+        rows = await self._all("SELECT daily_images FROM guild_quotas WHERE guild_id = ?", (guild_id,))
+        return rows[0]["daily_images"] if rows else self.default_daily_images  # type: ignore[no-any-return]
+
+    async def set_guild_quota(self, guild_id: int, daily_images: int | None, *, by: int) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "INSERT INTO guild_quotas (guild_id, daily_images) VALUES (?, ?)"
+                " ON CONFLICT (guild_id) DO UPDATE SET daily_images = excluded.daily_images",
+                (guild_id, daily_images),
+            )
+            await self._log(db, guild_id, by, "quota.default", None, _limit_text(daily_images))
+
+    async def set_user_quota(self, guild_id: int, user_id: int, daily_images: int | None, *, by: int) -> None:
+        """Override one user's daily images on this server (None: unlimited)."""
+        async with self._tx() as db:
+            await db.execute(
+                "INSERT INTO user_quotas (guild_id, user_id, daily_images) VALUES (?, ?, ?)"
+                " ON CONFLICT (guild_id, user_id) DO UPDATE SET daily_images = excluded.daily_images",
+                (guild_id, user_id, daily_images),
+            )
+            await self._log(db, guild_id, by, "quota.set", user_id, _limit_text(daily_images))
+
+    async def clear_user_quota(self, guild_id: int, user_id: int, *, by: int) -> None:
+        """Drop a user's override: the server's default applies again."""
+        async with self._tx() as db:
+            await db.execute(
+                "DELETE FROM user_quotas WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
+            )
+            await self._log(db, guild_id, by, "quota.clear", user_id, "")
+
+    async def reset_usage(self, guild_id: int, user_id: int, *, by: int) -> None:
+        """Give a user today's full quota back."""
+        day = self._now().date().isoformat()
+        async with self._tx() as db:
+            await db.execute(
+                "DELETE FROM usage WHERE guild_id = ? AND user_id = ? AND day = ?", (guild_id, user_id, day)
+            )
+            await self._log(db, guild_id, by, "usage.reset", user_id, day)
+
+    async def usage_report(self, guild_id: int, day: date | None = None) -> list[UsageRow]:
+        """Images per user on one UTC day (today by default), most first."""
+        rows = await self._all(
+            "SELECT user_id, images FROM usage WHERE guild_id = ? AND day = ? AND images > 0"
+            " ORDER BY images DESC, user_id",
+            (guild_id, (day or self._now().date()).isoformat()),
+        )
+        return [UsageRow(user_id=row["user_id"], images=row["images"]) for row in rows]
+
+    # -- per-user settings -----------------------------------------------------------------------------
+
+    async def get_settings(self, user_id: int) -> UserSettings:
+        rows = await self._all(
+            "SELECT steps, cfg, aspect, sampler, images FROM user_settings WHERE user_id = ?", (user_id,)
+        )
+        return UserSettings(**dict(rows[0])) if rows else UserSettings()
+
+    async def save_settings(self, user_id: int, settings: UserSettings) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "INSERT INTO user_settings (user_id, steps, cfg, aspect, sampler, images)"
+                " VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (user_id) DO UPDATE SET steps = excluded.steps, cfg = excluded.cfg,"
+                " aspect = excluded.aspect, sampler = excluded.sampler, images = excluded.images",
+                (user_id, settings.steps, settings.cfg, settings.aspect, settings.sampler, settings.images),
+            )
+
+    # -- moderation ------------------------------------------------------------------------------------
+
+    async def block_user(self, guild_id: int, user_id: int, *, by: int, reason: str = "") -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "INSERT INTO blocked_users (guild_id, user_id, blocked_by, reason, blocked_at)"
+                " VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (guild_id, user_id) DO UPDATE SET blocked_by = excluded.blocked_by,"
+                " reason = excluded.reason, blocked_at = excluded.blocked_at",
+                (guild_id, user_id, by, reason, self._now().isoformat()),
+            )
+            await self._log(db, guild_id, by, "block", user_id, reason)
+
+    async def unblock_user(self, guild_id: int, user_id: int, *, by: int) -> bool:
+        """False when the user was not blocked."""
+        async with self._tx() as db:
+            cursor = await db.execute(
+                "DELETE FROM blocked_users WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
+            )
+            if cursor.rowcount:
+                await self._log(db, guild_id, by, "unblock", user_id, "")
+        return cursor.rowcount > 0
+
+    async def is_blocked(self, guild_id: int, user_id: int) -> bool:
+        return bool(
+            await self._all(
+                "SELECT 1 FROM blocked_users WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
+            )
+        )
+
+    async def blocked_users(self, guild_id: int) -> list[BlockedUser]:
+        rows = await self._all(
+            "SELECT * FROM blocked_users WHERE guild_id = ? ORDER BY blocked_at, user_id", (guild_id,)
+        )
+        return [
+            BlockedUser(**{**dict(row), "blocked_at": datetime.fromisoformat(row["blocked_at"])})
+            for row in rows
+        ]
+
+    async def add_banned_word(self, guild_id: int, word: str, *, by: int) -> bool:
+        """False when the word was already banned. Words are matched whole and case-insensitively."""
+        word = " ".join(word.lower().split())
+        if not word:
+            raise ValueError("a banned word can't be empty")
+        async with self._tx() as db:
+            cursor = await db.execute(
+                "INSERT INTO banned_words (guild_id, word, added_by, added_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (guild_id, word) DO NOTHING",
+                (guild_id, word, by, self._now().isoformat()),
+            )
+            if cursor.rowcount:
+                await self._log(db, guild_id, by, "word.add", None, word)
+        return cursor.rowcount > 0
+
+    async def remove_banned_word(self, guild_id: int, word: str, *, by: int) -> bool:
+        word = " ".join(word.lower().split())
+        async with self._tx() as db:
+            cursor = await db.execute(
+                "DELETE FROM banned_words WHERE guild_id = ? AND word = ?", (guild_id, word)
+            )
+            if cursor.rowcount:
+                await self._log(db, guild_id, by, "word.remove", None, word)
+        return cursor.rowcount > 0
+
+    async def banned_words(self, guild_id: int) -> list[str]:
+        rows = await self._all("SELECT word FROM banned_words WHERE guild_id = ? ORDER BY word", (guild_id,))
+        return [row["word"] for row in rows]
+
+    async def find_banned_words(self, guild_id: int, text: str) -> list[str]:
+        """The server's banned words that occur in ``text`` as whole words (any case, any spacing)."""
+        text = " ".join(text.lower().split())
+        return [
+            word
+            for word in await self.banned_words(guild_id)
+            if re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text)
+        ]
+
+    async def log_action(
+        self, guild_id: int, actor_id: int, action: str, target_id: int | None = None, detail: str = ""
+    ) -> None:
+        """Record a moderator action the store doesn't log by itself (e.g. cancelling someone's job)."""
+        async with self._tx() as db:
+            await self._log(db, guild_id, actor_id, action, target_id, detail)
+
+    async def _log(
+        self,
+        db: aiosqlite.Connection,
+        guild_id: int,
+        actor_id: int,
+        action: str,
+        target_id: int | None,
+        detail: str,
+    ) -> None:
+        await db.execute(
+            "INSERT INTO moderation_log (guild_id, actor_id, action, target_id, detail, at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (guild_id, actor_id, action, target_id, detail, self._now().isoformat()),
+        )
+
+    async def moderation_log(
+        self, guild_id: int, *, limit: int = 20, target_id: int | None = None
+    ) -> list[ModAction]:
+        """Newest first; only actions on ``target_id`` when given."""
+        rows = await self._all(
+            "SELECT * FROM moderation_log WHERE guild_id = ? AND (? IS NULL OR target_id = ?)"
+            " ORDER BY id DESC LIMIT ?",
+            (guild_id, target_id, target_id, limit),
+        )
+        return [ModAction(**{**dict(row), "at": datetime.fromisoformat(row["at"])}) for row in rows]
+
+
+def _limit_text(daily_images: int | None) -> str:
+    return "unlimited" if daily_images is None else f"{daily_images}/day"

@@ -80,8 +80,10 @@ class Settings(BaseSettings):
     preview_min_interval: float = Field(
         1.0, ge=0.0, le=60.0, description="seconds at least between two edits of one message"
     )
-    quota_per_day: int = Field(
-        100, ge=0, description="images a user may make per UTC day unless a moderator set otherwise (0: none)"
+    quota_per_day: int | None = Field(
+        100,
+        ge=0,
+        description="images a user may make per UTC day unless a moderator set otherwise, or unlimited",
     )
     max_queued_per_user: int = Field(3, ge=1, le=100, description="jobs one user may have waiting at once")
     moderator_role: str | None = Field(
@@ -91,6 +93,11 @@ class Settings(BaseSettings):
     mock_port: int = Field(8080, ge=0, le=65535, description="port of the local Discord (0: any free port)")
     mock_host: str = Field("127.0.0.1", description="address the local Discord listens on")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="logging level")
+
+    @field_validator("quota_per_day", mode="before")
+    @classmethod
+    def _unlimited(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip().lower() == "unlimited" else value
 
     @field_validator("device")
     @classmethod

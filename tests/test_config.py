@@ -29,6 +29,12 @@ def test_defaults() -> None:
     assert settings.request_defaults.steps == settings.default_steps
     assert settings.preview_every == 5
     assert settings.mock_host == "127.0.0.1"
+    assert settings.quota_per_day == 100
+
+
+def test_unlimited_quota(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGINEBOT_QUOTA_PER_DAY", "Unlimited")
+    assert load_settings().quota_per_day is None
 
 
 def test_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -1,0 +1,165 @@
+"""imaginebot's launcher.
+
+    python bot.py --mock                  the local Discord + the embedded model; prints the page's URL
+    python bot.py --discord               real Discord with the token and model from .env
+    python bot.py --discord-url URL       any Discord-compatible server
+
+Reads the settings, builds the store, the engine and the executor, and runs the Bot with them. Logging
+is set up here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from cogs.common import tell
+from imaginebot.config import Settings, load_settings
+from imaginebot.discord_url import use_discord_url
+from imaginebot.errors import ConfigError, ImagineError, ModelNotFound
+from imaginebot.executor import Executor
+from imaginebot.store import Store
+
+log = logging.getLogger("imaginebot")
+
+COGS = ("cogs.imagine", "cogs.moderation", "cogs.settings")
+
+
+class ImagineBot(commands.Bot):
+    """The Bot with what the cogs need: settings, the store, the executor and the model's native size."""
+
+    def __init__(
+        self, settings: Settings, store: Store, executor: Executor, *, native_size: int, **options: Any
+    ) -> None:
+        # Slash commands and buttons need no privileged intent (no message content, no member list).
+        intents = discord.Intents.none()
+        intents.guilds = True
+        super().__init__(command_prefix=commands.when_mentioned, intents=intents, **options)
+        self.settings = settings
+        self.store = store
+        self.executor = executor
+        self.native_size = native_size
+
+    async def setup_hook(self) -> None:
+        self.tree.error(self.on_app_command_error)
+        for name in COGS:
+            await self.load_extension(name)
+        if self.settings.guild_id:
+            guild = discord.Object(self.settings.guild_id)
+            self.tree.copy_global_to(guild=guild)
+            await self.tree.sync(guild=guild)
+        else:
+            await self.tree.sync()
+
+    async def on_app_command_error(
+        self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
+    ) -> None:
+        original = getattr(error, "original", error)
+        if isinstance(original, ImagineError):
+            message = str(original)
+        elif isinstance(error, app_commands.CheckFailure):
+            message = str(error) or "You can't use this command here."
+        else:
+            log.exception(
+                "command %s failed", interaction.command and interaction.command.name, exc_info=error
+            )
+            message = "Something went wrong; the error is in the bot's log."
+        try:
+            await tell(interaction, message)
+        except discord.HTTPException:
+            log.warning("could not tell the user about an error", exc_info=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="imaginebot: Midjourney's /imagine on your own GPU.")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--mock", action="store_true", help="run on the local Discord (no token, no network)")
+    where.add_argument(
+        "--discord", action="store_true", help="run on Discord with the token from .env (default)"
+    )
+    where.add_argument("--discord-url", metavar="URL", help="run on any Discord-compatible server at URL")
+    parser.add_argument(
+        "--port", type=int, help="the local Discord's port with --mock (IMAGINEBOT_MOCK_PORT)"
+    )
+    parser.add_argument("--model", help="a diffusers folder or cached hub id (IMAGINEBOT_MODEL)")
+    return parser.parse_args(argv)
+
+
+async def run(settings: Settings, *, mock: bool) -> None:
+    from imaginebot.engine import load_engine  # torch is imported only once the settings are good
+
+    async with contextlib.AsyncExitStack() as stack:
+        token = settings.discord_token.get_secret_value() if settings.discord_token else None
+        url = settings.discord_url
+        data_dir = settings.data_dir
+        if mock:
+            from imaginebot.mockdiscord import run_mock_discord
+
+            server = await stack.enter_async_context(
+                run_mock_discord(host=settings.mock_host, port=settings.mock_port, rate_limits=True)
+            )
+            url, token = server.url, server.bot_token
+            data_dir = data_dir / "mock"  # the local Discord forgets its messages; keep its jobs apart
+        elif token is None:
+            raise ConfigError(
+                "IMAGINEBOT_DISCORD_TOKEN is not set: put the bot's token in .env (see the README), "
+                "or run on the local Discord with --mock."
+            )
+        if url:
+            use_discord_url(url)
+        log.info("loading the model %s", settings.model_path)
+        engine = await asyncio.to_thread(
+            load_engine,
+            settings.model_path,
+            device=settings.device,
+            dtype=settings.dtype,
+            upscale_max_side=settings.upscale_max_side,
+        )
+        store = await Store.open(data_dir, default_daily_images=settings.quota_per_day)
+        stack.push_async_callback(store.close)
+        executor = Executor(
+            engine, max_queued_per_user=settings.max_queued_per_user, preview_every=settings.preview_every
+        )
+        await executor.start()
+        stack.push_async_callback(executor.stop)
+        async with ImagineBot(settings, store, executor, native_size=engine.native_size) as bot:
+            if mock:
+                print(f"\nThe local Discord is ready: open {server.page_url} in a browser.\n", flush=True)
+            await bot.start(token)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    overrides: dict[str, Any] = {}
+    if args.port is not None:
+        overrides["mock_port"] = args.port
+    if args.model:
+        overrides["model"] = args.model
+    if args.discord_url:
+        overrides["discord_url"] = args.discord_url
+    try:
+        settings = load_settings(**overrides)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+    discord.utils.setup_logging(level=getattr(logging, settings.log_level))
+    try:
+        asyncio.run(run(settings, mock=args.mock))
+    except (ConfigError, ModelNotFound) as error:
+        print(error, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""discord.py cogs: thin Discord UI over the imaginebot library."""

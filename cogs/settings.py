@@ -1,0 +1,159 @@
+"""/settings (a panel of the user's own /imagine defaults), /info (usage and quota) and /queue."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from cogs.common import guild_id_of, short
+from cogs.imagine import defaults_for
+from imaginebot.engine.api import SAMPLERS
+from imaginebot.params import CFG_RANGE, RequestDefaults
+from imaginebot.store_models import UserSettings
+
+if TYPE_CHECKING:
+    from bot import ImagineBot
+
+STEP_CHOICES = (10, 15, 20, 25, 30, 40, 50)
+ASPECT_CHOICES = ("1:1", "3:2", "2:3", "4:3", "3:4", "16:9", "9:16")
+CFG_STEP = 0.5
+DEFAULT = "default"  # the select option that clears the user's own value
+
+
+def describe(defaults: RequestDefaults, mine: UserSettings) -> str:
+    def mark(own: object) -> str:
+        return "" if own is None else " (yours)"
+
+    width, height = defaults.aspect
+    return "\n".join(
+        [
+            "**Your /imagine defaults** — flags in a prompt always win.",
+            f"steps **{defaults.steps}**{mark(mine.steps)} · cfg **{defaults.cfg:g}**{mark(mine.cfg)}"
+            f" · aspect **{width}:{height}**{mark(mine.aspect)}"
+            f" · sampler **{defaults.sampler}**{mark(mine.sampler)}"
+            f" · images **{defaults.images}**{mark(mine.images)}",
+        ]
+    )
+
+
+class SettingsPanel(discord.ui.View):
+    """Selects and buttons that save at once. Ephemeral, so only its user ever sees it."""
+
+    def __init__(self, bot: ImagineBot, user_id: int, mine: UserSettings) -> None:
+        super().__init__(timeout=600)
+        self.bot, self.user_id, self.mine = bot, user_id, mine
+        self._fill()
+
+    def _fill(self) -> None:
+        self.clear_items()
+        mine = self.mine
+        self._select("steps", "Steps", [str(s) for s in STEP_CHOICES], mine.steps, 0)
+        self._select("aspect", "Aspect ratio", list(ASPECT_CHOICES), mine.aspect, 1)
+        self._select("sampler", "Sampler", list(SAMPLERS), mine.sampler, 2)
+        self._select("images", "Images per grid", ["1", "2", "3", "4"], mine.images, 3)
+        for label, delta in (("CFG −", -CFG_STEP), ("CFG +", CFG_STEP)):
+            button: discord.ui.Button[SettingsPanel] = discord.ui.Button(label=label, row=4)
+            button.callback = self._cfg_callback(delta)  # type: ignore[method-assign]
+            self.add_item(button)
+        reset: discord.ui.Button[SettingsPanel] = discord.ui.Button(
+            label="Reset all", style=discord.ButtonStyle.danger, row=4
+        )
+        reset.callback = self._reset  # type: ignore[method-assign]
+        self.add_item(reset)
+
+    def _select(self, field: str, name: str, values: list[str], current: object, row: int) -> None:
+        options = [discord.SelectOption(label=f"{name}: bot default", value=DEFAULT, default=current is None)]
+        options += [
+            discord.SelectOption(label=f"{name}: {value}", value=value, default=str(current) == value)
+            for value in values
+        ]
+        select: discord.ui.Select[SettingsPanel] = discord.ui.Select(options=options, row=row)
+
+        async def chosen(interaction: discord.Interaction[Any]) -> None:
+            value = select.values[0]
+            parsed: Any = None
+            if value != DEFAULT:
+                parsed = int(value) if field in ("steps", "images") else value
+            changes: dict[str, Any] = {field: parsed}
+            await self._save(interaction, replace(self.mine, **changes))
+
+        select.callback = chosen  # type: ignore[method-assign]
+        self.add_item(select)
+
+    def _cfg_callback(self, delta: float) -> Any:
+        async def callback(interaction: discord.Interaction[Any]) -> None:
+            base = self.mine.cfg if self.mine.cfg is not None else self.bot.settings.default_cfg
+            cfg = min(CFG_RANGE[1], max(CFG_RANGE[0], base + delta))
+            await self._save(interaction, replace(self.mine, cfg=cfg))
+
+        return callback
+
+    async def _reset(self, interaction: discord.Interaction[Any]) -> None:
+        await self._save(interaction, UserSettings())
+
+    async def _save(self, interaction: discord.Interaction[Any], mine: UserSettings) -> None:
+        await self.bot.store.save_settings(self.user_id, mine)
+        self.mine = mine
+        self._fill()
+        text = describe(defaults_for(self.bot.settings.request_defaults, mine), mine)
+        await interaction.response.edit_message(content=text, view=self)
+
+
+class Settings(commands.Cog):
+    def __init__(self, bot: ImagineBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="settings")
+    async def settings(self, interaction: discord.Interaction[ImagineBot]) -> None:
+        """Your own defaults for /imagine: steps, cfg, aspect, sampler, images."""
+        mine = await self.bot.store.get_settings(interaction.user.id)
+        text = describe(defaults_for(self.bot.settings.request_defaults, mine), mine)
+        await interaction.response.send_message(
+            text, view=SettingsPanel(self.bot, interaction.user.id, mine), ephemeral=True
+        )
+
+    @app_commands.command(name="info")
+    async def info(self, interaction: discord.Interaction[ImagineBot]) -> None:
+        """Your images today, your quota, and your latest jobs."""
+        store, user = self.bot.store, interaction.user.id
+        status = await store.quota_status(guild_id_of(interaction), user)
+        limit = "no limit" if status.limit is None else f"{status.left} of {status.limit} left"
+        lines = [
+            f"**Today:** {status.used} images made, {limit}; "
+            f"resets {discord.utils.format_dt(status.resets_at, 'R')}.",
+        ]
+        queued = [e for e in self.bot.executor.queue_snapshot().queued if e.user_id == user]
+        if queued:
+            lines.append(f"**Waiting:** {len(queued)} job(s), next at position {queued[0].position}.")
+        jobs = await store.recent_jobs(guild_id_of(interaction), user, limit=5)
+        if jobs:
+            lines.append("**Latest jobs:**")
+            lines += [
+                f"- #{job.id} {job.kind} · {job.status} · {short(job.params.prompt, 60)}" for job in jobs
+            ]
+        mine = await store.get_settings(user)
+        lines.append(describe(defaults_for(self.bot.settings.request_defaults, mine), mine))
+        await interaction.response.send_message(short("\n".join(lines), 1900), ephemeral=True)
+
+    @app_commands.command(name="queue")
+    async def queue(self, interaction: discord.Interaction[ImagineBot]) -> None:
+        """What is being made now and what is waiting."""
+        snapshot = self.bot.executor.queue_snapshot()
+        lines = [f"▶️ <@{e.user_id}> {e.kind}: {short(e.prompt, 80)}" for e in snapshot.running]
+        lines += [
+            f"{e.position}. <@{e.user_id}> {e.kind}: {short(e.prompt, 80)}" for e in snapshot.queued[:20]
+        ]
+        if len(snapshot.queued) > 20:
+            lines.append(f"… and {len(snapshot.queued) - 20} more.")
+        text = "\n".join(lines) if lines else "The queue is empty: /imagine starts at once."
+        await interaction.response.send_message(
+            short(text, 1900), ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+        )
+
+
+async def setup(bot: ImagineBot) -> None:
+    await bot.add_cog(Settings(bot))

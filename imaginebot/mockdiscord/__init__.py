@@ -1,0 +1,51 @@
+"""The local Discord ("mock gateway"): enough of Discord's REST API and gateway for an unmodified
+discord.py bot, plus a web page to act as the guild's users, plus a Python API for tests.
+
+Everything binds to 127.0.0.1 unless told otherwise. Run it in-process::
+
+    from imaginebot.discord_url import use_discord_url
+    from imaginebot.mockdiscord import run_mock_discord
+
+    async with run_mock_discord(host="127.0.0.1", port=0, rate_limits=True) as server:
+        use_discord_url(server.url)        # discord.py's REST base and gateway -> the local Discord
+        print("open", server.page_url)     # the live channel view
+        async with Bot(...) as bot:
+            await bot.start(server.bot_token)
+
+``run_mock_discord(*, host="127.0.0.1", port=0, rate_limits=False, state=None, **options)`` yields a
+:class:`MockDiscord` (``url``, ``page_url``, ``bot_token``, ``application_id``, ``guild_id``,
+``channel``, users ``alice``/``bob``/``moderator``). ``port=0`` picks a free port. ``rate_limits``
+turns on realistic per-webhook-token and per-channel limits (the interactive mode). ``options`` go to
+:class:`MockState`: ``ack_timeout`` (3 s), ``token_lifetime`` (900 s), ``attachment_size_limit``
+(10 MiB), ``heartbeat_interval`` (41.25 s), ``bot_token`` (random).
+
+The test API on :class:`MockDiscord`: ``send_command(name, options, user=)``, ``click(message,
+custom_id, user=)``, ``select(message, custom_id, values, user=)``, ``wait_for_message(predicate,
+timeout=)``, ``wait_for_response(interaction)``, ``wait_for_ack``, ``expire_tokens()``,
+``set_rate_limit(scope, limit, per)``, ``disconnect_gateway()``, ``request_reconnect()``,
+``delete_message(message)``, ``request_log``. pytest fixtures: :mod:`imaginebot.mockdiscord.testing`.
+
+For aiohttp's own test client, the app factory: ``create_app(MockState()) -> web.Application``.
+Layout: ``state``/``models`` (memory), ``rest`` and ``webhooks`` (REST routes), ``gateway``
+(websocket), ``interactions`` (the users' side), ``page`` + ``static/`` (web page), ``server``
+(in-process runner and test API).
+"""
+
+from .app import create_app
+from .interactions import UserActionError
+from .models import Attachment, Channel, Interaction, Message, User
+from .server import MockDiscord, run_mock_discord
+from .state import MockState
+
+__all__ = [
+    "Attachment",
+    "Channel",
+    "Interaction",
+    "Message",
+    "MockDiscord",
+    "MockState",
+    "User",
+    "UserActionError",
+    "create_app",
+    "run_mock_discord",
+]

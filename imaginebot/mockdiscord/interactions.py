@@ -1,0 +1,235 @@
+"""The users' side: what a Discord client does when someone runs a slash command, clicks a button
+or picks from a select menu. It checks what the Discord client checks (registered commands,
+required options, choices and ranges, visible and enabled components), then dispatches an
+INTERACTION_CREATE and starts the 3-second acknowledgement clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Mapping
+from typing import Any
+
+from .models import Channel, Interaction, InteractionType, Message, User
+from .payloads import CommandOptionPayload, InteractionDataPayload, InteractionPayload
+from .state import Command, MockState, StateEvent
+
+SUB_COMMAND, SUB_COMMAND_GROUP = 1, 2
+STRING, INTEGER, BOOLEAN, USER, CHANNEL, ROLE, MENTIONABLE, NUMBER = 3, 4, 5, 6, 7, 8, 9, 10
+BUTTON, STRING_SELECT = 2, 3
+
+
+class UserActionError(ValueError):
+    """Something a Discord client would not let a user do; the message says why."""
+
+
+def find_command(state: MockState, path: str) -> tuple[Command, list[str], list[dict[str, Any]]]:
+    """``"quota set"`` → (the ``quota`` command, ``["set"]``, the options of ``set``)."""
+    words = path.strip().lstrip("/").split()
+    if not words:
+        raise UserActionError("no command given")
+    command = next((c for c in state.all_commands() if c.name == words[0]), None)
+    if command is None:
+        known = ", ".join(sorted("/" + c.name for c in state.all_commands())) or "none"
+        raise UserActionError(f"the bot registered no command /{words[0]} (registered: {known})")
+    options: list[dict[str, Any]] = list(command.data.get("options") or [])
+    for depth, word in enumerate(words[1:], start=1):
+        sub = next((o for o in options if o.get("name") == word and o.get("type") in (1, 2)), None)
+        if sub is None:
+            raise UserActionError(f"/{' '.join(words[:depth])} has no subcommand {word!r}")
+        options = list(sub.get("options") or [])
+    if any(o.get("type") in (SUB_COMMAND, SUB_COMMAND_GROUP) for o in options):
+        subs = ", ".join(o["name"] for o in options)
+        raise UserActionError(f"/{' '.join(words)} needs a subcommand: {subs}")
+    return command, words[1:], options
+
+
+def _convert(
+    state: MockState, schema: dict[str, Any], value: Any, resolved: dict[str, dict[str, Any]]
+) -> Any:
+    name, kind = schema["name"], schema.get("type")
+    try:
+        if kind == STRING:
+            out: Any = str(value)
+            if not schema.get("min_length", 0) <= len(out) <= schema.get("max_length", 6000):
+                raise UserActionError(
+                    f"{name}: length must be {schema.get('min_length', 0)}..{schema.get('max_length')}"
+                )
+        elif kind in (INTEGER, NUMBER):
+            if isinstance(value, bool):
+                raise ValueError
+            out = int(value) if kind == INTEGER else float(value)
+            low, high = schema.get("min_value"), schema.get("max_value")
+            if (low is not None and out < low) or (high is not None and out > high):
+                raise UserActionError(f"{name}: must be between {low} and {high}, not {out}")
+        elif kind == BOOLEAN:
+            out = value if isinstance(value, bool) else str(value).lower() in ("true", "yes", "1", "on")
+        elif kind in (USER, MENTIONABLE):
+            user = value if isinstance(value, User) else state.user(value)
+            out = str(user.id)
+            resolved.setdefault("users", {})[out] = user.payload()
+            perms = state.permissions(user)
+            resolved.setdefault("members", {})[out] = user.member_payload(with_user=False, permissions=perms)
+        elif kind == CHANNEL:
+            channel = next(
+                (c for c in state.channels.values() if str(value).lstrip("#") in (c.name, str(c.id))), None
+            )
+            if channel is None:
+                raise UserActionError(f"{name}: no channel {value!r}")
+            out = str(channel.id)
+            resolved.setdefault("channels", {})[out] = {**channel.payload(), "permissions": str(1 << 10)}
+        elif kind == ROLE:
+            role = next((r for r in state.roles if str(value).lstrip("@") in (r.name, str(r.id))), None)
+            if role is None:
+                raise UserActionError(f"{name}: no role {value!r}")
+            out = str(role.id)
+            resolved.setdefault("roles", {})[out] = role.payload()
+        else:
+            raise UserActionError(f"{name}: option type {kind} is not supported by the local Discord")
+    except (ValueError, LookupError) as exc:
+        if isinstance(exc, UserActionError):
+            raise
+        raise UserActionError(f"{name}: {value!r} is not a valid value ({exc})") from None
+    choices = schema.get("choices")
+    if choices and out not in [c["value"] for c in choices]:
+        allowed = ", ".join(str(c["value"]) for c in choices)
+        raise UserActionError(f"{name}: {out!r} is not one of the choices ({allowed})")
+    return out
+
+
+def _base_payload(state: MockState, interaction: Interaction, channel: Channel) -> InteractionPayload:
+    user = interaction.user
+    return {
+        "id": str(interaction.id),
+        "application_id": str(state.app_id),
+        "type": int(interaction.type),
+        "token": interaction.token,
+        "version": 1,
+        "data": {},
+        "guild_id": str(state.guild_id),
+        "guild": {"id": str(state.guild_id), "locale": "en-US", "features": []},
+        "channel_id": str(channel.id),
+        "channel": channel.payload(),
+        "member": user.member_payload(permissions=state.permissions(user)),
+        "app_permissions": str(state.permissions(state.bot)),
+        "locale": "en-US",
+        "guild_locale": "en-US",
+        "entitlements": [],
+        "authorizing_integration_owners": {"0": str(state.guild_id)},
+        "context": 0,
+        "attachment_size_limit": state.attachment_size_limit,
+    }
+
+
+def _dispatch(state: MockState, interaction: Interaction, payload: InteractionPayload) -> Interaction:
+    gateway = state.gateway
+    if gateway is None or not gateway.has_session:
+        raise UserActionError("the bot is not connected to the local Discord")
+    gateway.dispatch("INTERACTION_CREATE", payload)
+    asyncio.get_running_loop().call_later(state.ack_timeout, state.check_acknowledged, interaction)
+    state.emit(StateEvent("interaction_create", interaction=interaction))
+    return interaction
+
+
+def send_command(
+    state: MockState,
+    path: str,
+    options: Mapping[str, Any] | None,
+    *,
+    user: User,
+    channel: Channel | None = None,
+) -> Interaction:
+    """Run ``/path`` (``"imagine"``, ``"quota set"``) with named option values as ``user``."""
+    command, subs, schemas = find_command(state, path)
+    given = dict(options or {})
+    unknown = set(given) - {s["name"] for s in schemas}
+    if unknown:
+        raise UserActionError(f"/{path}: unknown option(s) {', '.join(sorted(unknown))}")
+    resolved: dict[str, dict[str, Any]] = {}
+    leaf: list[CommandOptionPayload] = []
+    for schema in schemas:
+        value = given.get(schema["name"])
+        if value is None or value == "":
+            if schema.get("required"):
+                raise UserActionError(f"/{path}: option {schema['name']} is required")
+            continue
+        leaf.append(
+            {
+                "name": schema["name"],
+                "type": schema["type"],
+                "value": _convert(state, schema, value, resolved),
+            }
+        )
+    top = leaf
+    sub_schemas: list[dict[str, Any]] = list(command.data.get("options") or [])
+    chain: list[CommandOptionPayload] = []
+    for word in subs:
+        schema = next(o for o in sub_schemas if o.get("name") == word)
+        chain.append({"name": word, "type": schema["type"], "options": []})
+        sub_schemas = list(schema.get("options") or [])
+    if chain:
+        for parent, child in itertools.pairwise(chain):
+            parent["options"] = [child]
+        chain[-1]["options"] = leaf
+        top = [chain[0]]
+    channel = channel or state.default_channel
+    interaction = state.new_interaction(
+        type=InteractionType.APPLICATION_COMMAND,
+        channel_id=channel.id,
+        user=user,
+        command_name=" ".join([command.name, *subs]),
+    )
+    data: InteractionDataPayload = {"id": str(command.id), "name": command.name, "type": 1, "options": top}
+    if resolved:
+        data["resolved"] = resolved
+    if command.guild_id is not None:
+        data["guild_id"] = str(command.guild_id)  # the tree looks guild commands up by it
+    payload = _base_payload(state, interaction, channel)
+    payload["data"] = data
+    return _dispatch(state, interaction, payload)
+
+
+def use_component(
+    state: MockState, message: Message, custom_id: str, *, user: User, values: list[str] | None = None
+) -> Interaction:
+    """Click a button (``values=None``) or choose ``values`` in a select menu on ``message``."""
+    if message.deleted or not message.visible_to(user.id):
+        raise UserActionError(f"message {message.id} is not visible to {user.username}")
+    component = message.component(custom_id)
+    if component is None:
+        raise UserActionError(
+            f"message {message.id} has no component {custom_id!r} (has {message.custom_ids})"
+        )
+    if component.get("disabled"):
+        raise UserActionError(f"component {custom_id!r} is disabled")
+    kind = int(component["type"])
+    data: InteractionDataPayload = {"custom_id": custom_id, "component_type": kind}
+    if kind == BUTTON:
+        if values is not None:
+            raise UserActionError(f"{custom_id!r} is a button: click it, don't select values")
+    else:
+        if values is None:
+            raise UserActionError(f"{custom_id!r} is a select menu: choose values")
+        low, high = int(component.get("min_values", 1)), int(component.get("max_values", 1))
+        if not low <= len(values) <= high:
+            raise UserActionError(f"{custom_id!r}: choose between {low} and {high} values")
+        if kind == STRING_SELECT:
+            allowed = [o["value"] for o in component.get("options", [])]
+            bad = [v for v in values if v not in allowed]
+            if bad:
+                raise UserActionError(f"{custom_id!r}: {bad} not among the options {allowed}")
+        data["values"] = list(values)
+    channel = state.channel(message.channel_id)
+    interaction = state.new_interaction(
+        type=InteractionType.MESSAGE_COMPONENT,
+        channel_id=channel.id,
+        user=user,
+        custom_id=custom_id,
+        values=values,
+        message_id=message.id,
+    )
+    payload = _base_payload(state, interaction, channel)
+    payload["data"] = data
+    payload["message"] = message.payload(state.base_url)
+    return _dispatch(state, interaction, payload)

@@ -1,0 +1,231 @@
+"""The web page: a live channel view to act as any user of the guild.
+
+``/app/`` serves ``static/index.html`` (plain HTML + JS, no build step). The page reads the guild,
+its users and the bot's synced commands from ``/app/api/state``, the channel from
+``/app/api/messages``, and hears every change over the ``/app/ws`` websocket, filtered to what the
+chosen user may see (ephemeral messages only reach their user). Commands, clicks, selects and
+deletes go through the same functions as the Python test API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from .errors import DiscordError
+from .interactions import UserActionError, find_command, send_command, use_component
+from .models import Message
+from .state import STATE_KEY, MockState, StateEvent
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+@dataclass(eq=False)
+class PageSocket:
+    ws: web.WebSocketResponse
+    user_id: int | None
+    queue: asyncio.Queue[dict[str, Any] | None] = field(default_factory=asyncio.Queue)
+
+
+SOCKETS_KEY: web.AppKey[set[PageSocket]] = web.AppKey("mockdiscord_page_sockets")
+routes = web.RouteTableDef()
+
+
+def page_message(state: MockState, message: Message) -> dict[str, Any]:
+    """A message as the page draws it: Discord's payload plus who ran the command and who sees it."""
+    data: dict[str, Any] = state.message_payload(message)
+    data["deleted"] = message.deleted
+    data["ephemeral_to"] = str(message.ephemeral_to) if message.ephemeral_to is not None else None
+    data["author_name"] = message.author.display_name
+    data["revisions"] = message.revisions
+    if message.interaction is not None:
+        data["invoker"] = message.interaction.user.display_name
+        data["command"] = message.interaction.command_name
+    return data
+
+
+def _fan_out(app: web.Application, event: StateEvent) -> None:
+    state = app[STATE_KEY]
+    for sock in app[SOCKETS_KEY]:
+        if event.message is not None:
+            if event.kind != "message_delete" and not event.message.visible_to(sock.user_id):
+                continue
+            sock.queue.put_nowait({"type": event.kind, "message": page_message(state, event.message)})
+        elif event.kind == "interaction_failed" and event.interaction is not None:
+            if event.interaction.user.id == sock.user_id:
+                name = event.interaction.command_name or event.interaction.custom_id
+                text = f"The application did not respond ({name})"
+                sock.queue.put_nowait({"type": "notice", "text": text})
+        elif event.kind in ("commands_update", "gateway_ready", "gateway_resumed"):
+            sock.queue.put_nowait({"type": event.kind})
+
+
+def setup(app: web.Application) -> None:
+    app[SOCKETS_KEY] = set()
+    app.add_routes(routes)
+    app.router.add_static("/app/static/", STATIC_DIR)
+    app[STATE_KEY].listeners.append(lambda event: _fan_out(app, event))
+
+
+async def close_sockets(app: web.Application) -> None:
+    sockets: set[PageSocket] = app[SOCKETS_KEY]
+    await asyncio.gather(*(s.ws.close() for s in list(sockets)))
+
+
+@routes.get("/app/")
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "index.html")
+
+
+def _user_id(value: Any) -> int | None:
+    return int(value) if value not in (None, "") and str(value).isdigit() else None
+
+
+@routes.get("/app/api/state")
+async def get_state(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    gateway = state.gateway
+    users = [
+        {
+            "id": str(u.id),
+            "username": u.username,
+            "display_name": u.display_name,
+            "moderator": state.is_moderator(u),
+            "permissions": str(state.permissions(u)),
+            "bot": u.bot,
+        }
+        for u in state.members
+    ]
+    body = {
+        "guild": {"id": str(state.guild_id), "name": state.guild_name},
+        "channels": [c.payload() for c in state.channels.values()],
+        "users": users,
+        "roles": [r.payload() for r in state.roles],
+        "commands": [state.command_payload(c) for c in state.all_commands()],
+        "bot": state.bot.payload(),
+        "bot_connected": gateway is not None and gateway.has_session,
+    }
+    return web.json_response(body)
+
+
+@routes.get("/app/api/messages")
+async def get_messages(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    channel_id = _user_id(request.query.get("channel")) or state.default_channel.id
+    found = state.visible_messages(channel_id, _user_id(request.query.get("user")))
+    return web.json_response([page_message(state, m) for m in sorted(found, key=lambda m: m.id)])
+
+
+@routes.get("/app/api/log")
+async def get_log(request: web.Request) -> web.Response:
+    entries = request.app[STATE_KEY].request_log[-200:]
+    return web.json_response(
+        [{"method": e.method, "path": e.path, "status": e.status, "code": e.code} for e in entries]
+    )
+
+
+async def _act(request: web.Request) -> tuple[MockState, dict[str, Any]]:
+    state = request.app[STATE_KEY]
+    body = await request.json()
+    if not isinstance(body, dict):
+        raise UserActionError("expected a JSON object")
+    return state, body
+
+
+# What a page user can get wrong (DiscordError: an unknown or deleted message or channel).
+_USER_ERRORS = (UserActionError, LookupError, ValueError, KeyError, DiscordError)
+
+
+def _error(exc: Exception) -> web.Response:
+    return web.json_response({"error": str(exc)}, status=400)
+
+
+@routes.post("/app/api/command")
+async def post_command(request: web.Request) -> web.Response:
+    try:
+        state, body = await _act(request)
+        user = state.user(body["user"])
+        channel = state.channel(int(body.get("channel") or state.default_channel.id))
+        path = str(body["command"])
+        options = {k: v for k, v in (body.get("options") or {}).items() if v not in (None, "")}
+        find_command(state, path)
+        interaction = send_command(state, path, options, user=user, channel=channel)
+    except _USER_ERRORS as exc:
+        return _error(exc)
+    return web.json_response({"interaction": str(interaction.id)})
+
+
+@routes.post("/app/api/component")
+async def post_component(request: web.Request) -> web.Response:
+    """A button click (no ``values``) or a select menu choice."""
+    try:
+        state, body = await _act(request)
+        user = state.user(body["user"])
+        message = state.get_message(int(body["message"]))
+        values = body.get("values")
+        interaction = use_component(state, message, str(body["custom_id"]), user=user, values=values)
+    except _USER_ERRORS as exc:
+        return _error(exc)
+    return web.json_response({"interaction": str(interaction.id)})
+
+
+@routes.post("/app/api/delete")
+async def post_delete(request: web.Request) -> web.Response:
+    """Delete (or dismiss, if ephemeral) a message as its viewer: the bot then gets 10008 for it."""
+    try:
+        state, body = await _act(request)
+        message = state.get_message(int(body["message"]))
+    except _USER_ERRORS as exc:
+        return _error(exc)
+    state.delete_message(message)
+    return web.json_response({"deleted": str(message.id)})
+
+
+@routes.post("/app/api/say")
+async def post_say(request: web.Request) -> web.Response:
+    try:
+        state, body = await _act(request)
+        user = state.user(body["user"])
+        channel = state.channel(int(body.get("channel") or state.default_channel.id))
+        content = str(body.get("content") or "").strip()[:2000]
+        if not content:
+            raise UserActionError("empty message")
+    except _USER_ERRORS as exc:
+        return _error(exc)
+    message = state.create_message(channel.id, user, content=content)
+    return web.json_response({"message": str(message.id)})
+
+
+@routes.get("/app/ws")
+async def page_socket(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(heartbeat=30.0)
+    await ws.prepare(request)
+    sock = PageSocket(ws, _user_id(request.query.get("user")))
+    request.app[SOCKETS_KEY].add(sock)
+    writer = asyncio.create_task(_writer(sock))
+    try:
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT and msg.data == "ping":
+                sock.queue.put_nowait({"type": "pong"})
+    finally:
+        request.app[SOCKETS_KEY].discard(sock)
+        sock.queue.put_nowait(None)
+        with contextlib.suppress(Exception):
+            await writer
+    return ws
+
+
+async def _writer(sock: PageSocket) -> None:
+    while (item := await sock.queue.get()) is not None:
+        if sock.ws.closed:
+            break
+        try:
+            await sock.ws.send_str(json.dumps(item))
+        except ConnectionError:
+            break

@@ -1,0 +1,163 @@
+"""Discord's JSON shapes, as far as the local Discord writes them (after discord-api-docs and
+discord.py's ``discord/types``). Only what discord.py reads is here."""
+
+from __future__ import annotations
+
+from typing import Any, NotRequired, TypedDict
+
+
+class UserPayload(TypedDict):
+    id: str
+    username: str
+    discriminator: str
+    global_name: str | None
+    avatar: str | None
+    bot: bool
+
+
+class RolePayload(TypedDict):
+    id: str
+    name: str
+    permissions: str
+    position: int
+    color: int
+    hoist: bool
+    managed: bool
+    mentionable: bool
+
+
+class MemberPayload(TypedDict):
+    user: NotRequired[UserPayload]
+    nick: str | None
+    roles: list[str]
+    joined_at: str
+    deaf: bool
+    mute: bool
+    flags: int
+    permissions: NotRequired[str]
+
+
+class ChannelPayload(TypedDict):
+    id: str
+    type: int
+    name: str
+    position: int
+    guild_id: str
+    topic: str | None
+    nsfw: bool
+    parent_id: str | None
+    permission_overwrites: list[Any]
+
+
+class GuildPayload(TypedDict):
+    id: str
+    name: str
+    owner_id: str
+    icon: str | None
+    roles: list[RolePayload]
+    emojis: list[Any]
+    features: list[str]
+    member_count: int
+    members: list[MemberPayload]
+    channels: list[ChannelPayload]
+    threads: list[Any]
+    large: bool
+    unavailable: bool
+    joined_at: str
+    preferred_locale: str
+
+
+class AttachmentPayload(TypedDict):
+    id: str
+    filename: str
+    size: int
+    url: str
+    proxy_url: str
+    content_type: NotRequired[str]
+    description: NotRequired[str]
+
+
+class InteractionMetadataPayload(TypedDict):
+    id: str
+    type: int
+    user: UserPayload
+    authorizing_integration_owners: dict[str, str]
+    name: NotRequired[str]
+    interacted_message_id: NotRequired[str]
+
+
+class MessagePayload(TypedDict):
+    id: str
+    type: int
+    channel_id: str
+    guild_id: str
+    author: UserPayload
+    content: str
+    timestamp: str
+    edited_timestamp: str | None
+    tts: bool
+    mention_everyone: bool
+    mentions: list[Any]
+    mention_roles: list[str]
+    attachments: list[AttachmentPayload]
+    embeds: list[dict[str, Any]]
+    components: list[dict[str, Any]]
+    pinned: bool
+    flags: int
+    webhook_id: NotRequired[str]
+    application_id: NotRequired[str]
+    interaction_metadata: NotRequired[InteractionMetadataPayload]
+    member: NotRequired[MemberPayload]
+
+
+class CommandOptionPayload(TypedDict):
+    name: str
+    type: int
+    value: NotRequired[Any]
+    options: NotRequired[list[CommandOptionPayload]]
+
+
+class InteractionDataPayload(TypedDict, total=False):
+    id: str
+    name: str
+    type: int
+    guild_id: str
+    options: list[CommandOptionPayload]
+    resolved: dict[str, Any]
+    custom_id: str
+    component_type: int
+    values: list[str]
+
+
+class InteractionPayload(TypedDict):
+    id: str
+    application_id: str
+    type: int
+    token: str
+    version: int
+    data: InteractionDataPayload
+    guild_id: str
+    guild: dict[str, Any]
+    channel_id: str
+    channel: ChannelPayload
+    member: MemberPayload
+    app_permissions: str
+    locale: str
+    guild_locale: str
+    entitlements: list[Any]
+    authorizing_integration_owners: dict[str, str]
+    context: int
+    attachment_size_limit: int
+    message: NotRequired[MessagePayload]
+
+
+class ErrorPayload(TypedDict):
+    message: str
+    code: int
+    errors: NotRequired[dict[str, Any]]
+
+
+# discord.py's HTTPClient reads "global", which a class body can't spell: hence the functional form.
+RateLimitedBody = TypedDict(
+    "RateLimitedBody", {"message": str, "retry_after": float, "global": bool, "code": int}
+)

@@ -1,0 +1,253 @@
+"""Run the local Discord in-process and drive it from Python (tests, ``bot.py --mock``)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from aiohttp import web
+
+from .app import GATEWAY_KEY, create_app
+from .gateway import GatewayHub
+from .interactions import send_command, use_component
+from .models import Channel, Interaction, Message, User
+from .ratelimit import Limit, Scope
+from .state import MockState, RequestLogEntry
+
+
+class MockDiscord:
+    """The local Discord seen from a test: users act, the test waits for what the bot does.
+
+    ``url`` is what :func:`imaginebot.discord_url.use_discord_url` takes; ``page_url`` the web page;
+    ``bot_token`` the only token the server accepts.
+    """
+
+    def __init__(self, state: MockState, gateway: GatewayHub, url: str) -> None:
+        self.state = state
+        self.gateway = gateway
+        self.url = url
+        self.page_url = url + "/app/"
+
+    # -- who and where ----------------------------------------------------------------------------
+    @property
+    def bot_token(self) -> str:
+        return self.state.bot_token
+
+    @property
+    def application_id(self) -> int:
+        return self.state.app_id
+
+    @property
+    def guild_id(self) -> int:
+        return self.state.guild_id
+
+    @property
+    def channel(self) -> Channel:
+        """#general, where commands run unless told otherwise."""
+        return self.state.default_channel
+
+    def user(self, name: str) -> User:
+        """A member by username or display name: ``alice``, ``bob``, ``carol`` (students), ``teacher``."""
+        return self.state.user(name)
+
+    @property
+    def alice(self) -> User:
+        return self.state.user("alice")
+
+    @property
+    def bob(self) -> User:
+        return self.state.user("bob")
+
+    @property
+    def moderator(self) -> User:
+        """``teacher``: has the Moderator role with Manage Server (0x20)."""
+        return self.state.user("teacher")
+
+    def add_user(self, username: str, *, moderator: bool = False) -> User:
+        """A new member (after the bot connected it isn't in the bot's member cache)."""
+        return self.state.add_user(username, moderator=moderator)
+
+    # -- users acting -----------------------------------------------------------------------------
+    async def send_command(
+        self, name: str, options: dict[str, Any] | None = None, *, user: User, channel: Channel | None = None
+    ) -> Interaction:
+        """Run ``/name`` (``"imagine"``, ``"quota set"``) as ``user``, options by name.
+
+        User options take a :class:`User` or a username. Raises ``UserActionError`` for what a
+        Discord client would refuse (unknown command, missing/invalid option). Unlike the page, it
+        does not hide commands by ``default_member_permissions``: in-code checks stay testable.
+        """
+        if not self.gateway.has_session:
+            await self.wait_until_ready()
+        return send_command(self.state, name, options, user=user, channel=channel)
+
+    async def click(self, message: Message, custom_id: str, *, user: User) -> Interaction:
+        """Click the button ``custom_id`` on ``message`` (the message's current version)."""
+        return use_component(self.state, self._current(message), custom_id, user=user)
+
+    async def select(self, message: Message, custom_id: str, values: list[str], *, user: User) -> Interaction:
+        """Choose ``values`` in the select menu ``custom_id`` (component_type 3 for string selects)."""
+        return use_component(self.state, self._current(message), custom_id, user=user, values=values)
+
+    def say(self, content: str, *, user: User, channel: Channel | None = None) -> Message:
+        """A plain message typed by ``user``."""
+        return self.state.create_message((channel or self.channel).id, user, content=content)
+
+    def delete_message(self, message: Message) -> None:
+        """Delete (or dismiss) a message as a user would: the bot's next edit gets 404 code 10008."""
+        self.state.delete_message(self._current(message))
+
+    def _current(self, message: Message) -> Message:
+        return self.state.messages.get(message.id, message)
+
+    # -- waiting for the bot ----------------------------------------------------------------------
+    async def wait_for_message(
+        self,
+        predicate: Callable[[Message], bool] | None = None,
+        *,
+        timeout: float = 5.0,  # noqa: ASYNC109 - the test API's documented shape
+        channel: Channel | None = None,
+        existing: bool = True,
+    ) -> Message:
+        """The first message (created or edited) for which ``predicate`` holds.
+
+        With ``existing`` (default) messages already there are checked first, newest first, so a
+        reply that arrived before the call is not missed. Deleted messages never match.
+        """
+        check = predicate or (lambda m: True)
+
+        def matches(message: Message) -> bool:
+            return (
+                not message.deleted
+                and (channel is None or message.channel_id == channel.id)
+                and check(message)
+            )
+
+        if existing:
+            for message in sorted(self.state.messages.values(), key=lambda m: m.id, reverse=True):
+                if matches(message):
+                    return message
+        event = await self.state.wait_for(
+            lambda e: (
+                e.kind in ("message_create", "message_update")
+                and e.message is not None
+                and matches(e.message)
+            ),
+            timeout,
+        )
+        assert event.message is not None
+        return event.message
+
+    async def wait_for_response(
+        self,
+        interaction: Interaction,
+        predicate: Callable[[Message], bool] | None = None,
+        *,
+        timeout: float = 5.0,  # noqa: ASYNC109 - the test API's documented shape
+    ) -> Message:
+        """A message that answers ``interaction`` (its original response or a followup)."""
+        check = predicate or (lambda m: True)
+        return await self.wait_for_message(
+            lambda m: m.interaction is interaction and not m.loading and check(m), timeout=timeout
+        )
+
+    async def wait_for_ack(self, interaction: Interaction, *, timeout: float = 5.0) -> Interaction:  # noqa: ASYNC109
+        """Wait until the bot acknowledged ``interaction`` (callback of any type)."""
+        if not interaction.acknowledged:
+            await self.state.wait_for(
+                lambda e: e.kind == "interaction_ack" and e.interaction is interaction, timeout
+            )
+        return interaction
+
+    async def wait_for_delete(self, message: Message, *, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        if not self._current(message).deleted:
+            await self.state.wait_for(lambda e: e.kind == "message_delete" and e.message is message, timeout)
+
+    async def wait_until_ready(self, *, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Wait until a bot has IDENTIFYed (READY and GUILD_CREATE sent)."""
+        if not self.gateway.has_session:
+            await self.state.wait_for(lambda e: e.kind == "gateway_ready", timeout)
+
+    async def wait_for_resume(self, *, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        await self.state.wait_for(lambda e: e.kind == "gateway_resumed", timeout)
+
+    async def wait_for_commands(self, *, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Wait until the bot synced (global or guild) commands."""
+        if not self.state.all_commands():
+            await self.state.wait_for(
+                lambda e: e.kind == "commands_update" and bool(self.state.all_commands()), timeout
+            )
+
+    def messages(self, channel: Channel | None = None, *, visible_to: User | None = None) -> list[Message]:
+        """Live messages in ``channel`` (default #general), oldest first."""
+        user_id = visible_to.id if visible_to is not None else None
+        found = [m for m in self.state.messages.values() if m.channel_id == (channel or self.channel).id]
+        return [m for m in found if not m.deleted and (visible_to is None or m.visible_to(user_id))]
+
+    # -- making trouble ---------------------------------------------------------------------------
+    def expire_tokens(self) -> int:
+        """Expire every interaction token issued so far: webhook calls with them get 401 50027."""
+        return self.state.expire_tokens()
+
+    def set_rate_limit(
+        self, scope: Scope, limit: int | None, per: float = 1.0, *, headers: bool = True
+    ) -> None:
+        """``limit`` requests per ``per`` s per webhook token (``"webhook"``) or per channel
+        (``"channel"``); ``None`` turns it off. ``headers=False`` hides X-RateLimit-* on allowed
+        requests (a limit shared with other clients), so the bot runs into real 429s."""
+        self.state.ratelimits.set(scope, None if limit is None else Limit(limit, per, headers))
+
+    async def disconnect_gateway(self, code: int = 4000) -> None:
+        """Drop the bot's gateway connection(s); discord.py reconnects and RESUMEs."""
+        await self.gateway.disconnect(code)
+
+    def request_reconnect(self) -> None:
+        """Send op 7 RECONNECT: discord.py closes and RESUMEs."""
+        self.gateway.request_reconnect()
+
+    def invalidate_session(self) -> None:
+        """Send op 9 (not resumable): discord.py IDENTIFYs afresh."""
+        self.gateway.invalidate_sessions()
+
+    @property
+    def request_log(self) -> list[RequestLogEntry]:
+        return self.state.request_log
+
+    def requests(self, *, status: int | None = None, path_contains: str = "") -> list[RequestLogEntry]:
+        return [
+            e
+            for e in self.state.request_log
+            if (status is None or e.status == status) and path_contains in e.path
+        ]
+
+
+@contextlib.asynccontextmanager
+async def run_mock_discord(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    rate_limits: bool = False,
+    state: MockState | None = None,
+    **options: Any,
+) -> AsyncIterator[MockDiscord]:
+    """Serve the local Discord on ``host:port`` (0: a free port) until the block ends.
+
+    ``options`` go to :class:`MockState` (``ack_timeout``, ``token_lifetime``, ``attachment_size_limit``,
+    ``heartbeat_interval``, ``bot_token``). ``rate_limits=True`` turns on realistic limits (the
+    interactive mode); tests usually leave them off and set them with ``set_rate_limit``.
+    """
+    state = state or MockState(rate_limits=rate_limits, **options)
+    app = create_app(state)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound = runner.addresses[0]
+        shown = f"[{host}]" if ":" in host else host
+        url = f"http://{shown}:{bound[1]}"
+        state.base_url = url
+        yield MockDiscord(state, app[GATEWAY_KEY], url)
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,354 @@
+"""All of the local Discord's state, in memory: one guild, its channels and users, the bot's
+synced commands, messages with their attachments and components, interactions and a request log.
+
+Everything that changes a message goes through :class:`MockState` so that the gateway (MESSAGE_*
+dispatches to the bot), the web page (live channel view) and test waiters all hear about it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from aiohttp import web
+
+from . import errors
+from .models import (
+    LOADING,
+    MANAGE_GUILD,
+    MANAGE_MESSAGES,
+    STUDENT_PERMISSIONS,
+    Attachment,
+    Channel,
+    Interaction,
+    Message,
+    Role,
+    Snowflakes,
+    User,
+    now,
+)
+from .ratelimit import RateLimiter
+
+EventKind = Literal[
+    "message_create",
+    "message_update",
+    "message_delete",
+    "commands_update",
+    "interaction_create",
+    "interaction_ack",
+    "interaction_failed",
+    "gateway_ready",
+    "gateway_resumed",
+]
+
+ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024  # Discord's default per-file upload limit (10 MiB)
+REQUEST_SIZE_LIMIT = 25 * 1024 * 1024  # per request, all files together
+ADMINISTRATOR = 0x8
+
+
+class Dispatcher(Protocol):
+    """The gateway, as the state sees it: something that sends a dispatch to every bot session."""
+
+    @property
+    def has_session(self) -> bool:
+        """A bot identified (it may be reconnecting: dispatches wait for its RESUME)."""
+        ...
+
+    def dispatch(self, event: str, data: Mapping[str, Any], *, intent: int | None = None) -> None: ...
+
+
+@dataclass(frozen=True)
+class StateEvent:
+    kind: EventKind
+    message: Message | None = None
+    interaction: Interaction | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class RequestLogEntry:
+    at: float  # time.monotonic()
+    method: str
+    path: str
+    status: int
+    code: int | None  # Discord's JSON error code, if any
+    auth: Literal["bot", "none", "invalid"]
+
+
+@dataclass
+class Command:
+    """A synced application command, stored as the bot sent it plus the ids Discord adds."""
+
+    id: int
+    guild_id: int | None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return str(self.data["name"])
+
+
+class MockState:
+    def __init__(
+        self,
+        *,
+        bot_token: str | None = None,
+        ack_timeout: float = 3.0,
+        token_lifetime: float = 15 * 60.0,
+        attachment_size_limit: int = ATTACHMENT_SIZE_LIMIT,
+        heartbeat_interval: float = 41.25,
+        rate_limits: bool = False,
+    ) -> None:
+        self.snowflakes = Snowflakes()
+        self.bot_token = bot_token or "mock." + secrets.token_urlsafe(24)
+        self.ack_timeout = ack_timeout
+        self.token_lifetime = token_lifetime
+        self.attachment_size_limit = attachment_size_limit
+        self.heartbeat_interval = heartbeat_interval
+        self.ratelimits = RateLimiter(enabled=rate_limits)
+        self.base_url = ""  # http://host:port, set by the server once bound (attachment URLs need it)
+
+        self.app_id = self.snowflakes.next()
+        self.bot = User(self.app_id, "imaginebot", "imaginebot", bot=True)
+        self.guild_id = self.snowflakes.next()
+        self.guild_name = "Art class"
+        self.roles = [
+            Role(self.guild_id, "@everyone", STUDENT_PERMISSIONS),
+            Role(
+                self.snowflakes.next(), "Moderator", STUDENT_PERMISSIONS | MANAGE_GUILD | MANAGE_MESSAGES, 1
+            ),
+            Role(self.snowflakes.next(), "imaginebot", ADMINISTRATOR | STUDENT_PERMISSIONS, 2),
+        ]
+        self.moderator_role, self.bot_role = self.roles[1], self.roles[2]
+        self.bot.role_ids = [self.bot_role.id]
+        self.channels: dict[int, Channel] = {}
+        for position, name in enumerate(("general", "art")):
+            channel = Channel(self.snowflakes.next(), self.guild_id, name, position)
+            self.channels[channel.id] = channel
+        self.users: dict[int, User] = {self.bot.id: self.bot}
+        for username, global_name in (("alice", "Alice"), ("bob", "Bob"), ("carol", "Carol")):
+            self.add_user(username, global_name)
+        self.add_user("teacher", "Ms. Teacher", moderator=True)
+
+        self.commands: dict[int | None, list[Command]] = {}  # guild id (None: global) -> commands
+        self.messages: dict[int, Message] = {}
+        self.attachments: dict[int, Attachment] = {}
+        self.interactions: dict[int, Interaction] = {}
+        self.interactions_by_token: dict[str, Interaction] = {}
+        self.request_log: list[RequestLogEntry] = []
+        self.gateway: Dispatcher | None = None
+        self.listeners: list[Callable[[StateEvent], None]] = []
+        self._waiters: list[tuple[Callable[[StateEvent], bool], asyncio.Future[StateEvent]]] = []
+
+    # -- people and places ------------------------------------------------------------------------
+    def add_user(self, username: str, global_name: str | None = None, *, moderator: bool = False) -> User:
+        user = User(self.snowflakes.next(), username, global_name)
+        if moderator:
+            user.role_ids.append(self.moderator_role.id)
+        self.users[user.id] = user
+        return user
+
+    def user(self, name_or_id: str | int) -> User:
+        """A user by id, username or display name."""
+        if isinstance(name_or_id, int) or str(name_or_id).isdigit():
+            user = self.users.get(int(name_or_id))
+            if user is not None:
+                return user
+        key = str(name_or_id).lstrip("@").lower()
+        for user in self.users.values():
+            if key in (user.username.lower(), user.display_name.lower()):
+                return user
+        raise LookupError(f"no user {name_or_id!r} in the guild")
+
+    @property
+    def members(self) -> list[User]:
+        return list(self.users.values())
+
+    @property
+    def default_channel(self) -> Channel:
+        return next(iter(self.channels.values()))
+
+    def channel(self, channel_id: int) -> Channel:
+        try:
+            return self.channels[channel_id]
+        except KeyError:
+            raise errors.unknown_channel() from None
+
+    def permissions(self, user: User) -> int:
+        value = 0
+        for role in self.roles:
+            if role.id == self.guild_id or role.id in user.role_ids:
+                value |= role.permissions
+        return value
+
+    def is_moderator(self, user: User) -> bool:
+        return bool(self.permissions(user) & (MANAGE_GUILD | ADMINISTRATOR))
+
+    # -- commands ---------------------------------------------------------------------------------
+    def set_commands(self, guild_id: int | None, commands: list[dict[str, Any]]) -> list[Command]:
+        """A bulk overwrite (``tree.sync()``): keeps ids of commands that keep their name."""
+        old = {c.name: c.id for c in self.commands.get(guild_id, [])}
+        stored = []
+        for data in commands:
+            command_id = old.get(str(data["name"])) or self.snowflakes.next()
+            stored.append(Command(command_id, guild_id, dict(data)))
+        self.commands[guild_id] = stored
+        self.emit(StateEvent("commands_update"))
+        return stored
+
+    def all_commands(self) -> list[Command]:
+        """The commands a user of the guild can pick: the guild's, then the global ones."""
+        guild = list(self.commands.get(self.guild_id, []))
+        names = {c.name for c in guild}
+        return guild + [c for c in self.commands.get(None, []) if c.name not in names]
+
+    def command_payload(self, command: Command) -> dict[str, Any]:
+        data: dict[str, Any] = {"type": 1, "description": "", "options": [], **command.data}
+        data.update(id=str(command.id), application_id=str(self.app_id), version=str(command.id))
+        if command.guild_id is not None:
+            data["guild_id"] = str(command.guild_id)
+        data.setdefault("default_member_permissions", None)
+        return data
+
+    # -- messages ---------------------------------------------------------------------------------
+    def get_message(self, message_id: int, channel_id: int | None = None) -> Message:
+        message = self.messages.get(message_id)
+        if (
+            message is None
+            or message.deleted
+            or (channel_id is not None and message.channel_id != channel_id)
+        ):
+            raise errors.unknown_message()
+        return message
+
+    def add_attachment(self, channel_id: int, filename: str, data: bytes, content_type: str) -> Attachment:
+        attachment = Attachment(self.snowflakes.next(), channel_id, filename, data, content_type)
+        self.attachments[attachment.id] = attachment
+        return attachment
+
+    def create_message(self, channel_id: int, author: User, **fields: Any) -> Message:
+        message = Message(self.snowflakes.next(), channel_id, self.guild_id, author, **fields)
+        self.messages[message.id] = message
+        if message.ephemeral_to is None and self.gateway is not None:
+            self.gateway.dispatch("MESSAGE_CREATE", self.message_payload(message), intent=1 << 9)
+        self.emit(StateEvent("message_create", message))
+        return message
+
+    def message_edited(self, message: Message, previous: tuple[str, tuple[str, ...]]) -> None:
+        """Call after changing a message's fields: records the revision and tells everyone."""
+        message.history.append(previous)
+        message.revisions += 1
+        message.edited_at = now()
+        if message.ephemeral_to is None and self.gateway is not None:
+            self.gateway.dispatch("MESSAGE_UPDATE", self.message_payload(message), intent=1 << 9)
+        self.emit(StateEvent("message_update", message))
+
+    def delete_message(self, message: Message) -> None:
+        message.deleted = True
+        if message.ephemeral_to is None and self.gateway is not None:
+            data = {
+                "id": str(message.id),
+                "channel_id": str(message.channel_id),
+                "guild_id": str(self.guild_id),
+            }
+            self.gateway.dispatch("MESSAGE_DELETE", data, intent=1 << 9)
+        self.emit(StateEvent("message_delete", message))
+
+    def message_payload(self, message: Message) -> dict[str, Any]:
+        return dict(message.payload(self.base_url))
+
+    def visible_messages(self, channel_id: int, user_id: int | None) -> list[Message]:
+        return [m for m in self.messages.values() if m.channel_id == channel_id and m.visible_to(user_id)]
+
+    # -- interactions -----------------------------------------------------------------------------
+    def new_interaction(self, **fields: Any) -> Interaction:
+        interaction = Interaction(
+            id=self.snowflakes.next(),
+            token="aW50ZXJhY3Rpb24." + secrets.token_urlsafe(48),
+            application_id=self.app_id,
+            guild_id=self.guild_id,
+            created=time.monotonic(),
+            **fields,
+        )
+        self.interactions[interaction.id] = interaction
+        self.interactions_by_token[interaction.token] = interaction
+        return interaction
+
+    def token_expired(self, interaction: Interaction) -> bool:
+        return interaction.expired or time.monotonic() - interaction.created > self.token_lifetime
+
+    def interaction_for_token(self, token: str) -> Interaction:
+        """The interaction behind a webhook token; 401 50027 once the token has expired."""
+        interaction = self.interactions_by_token.get(token)
+        if interaction is None or self.token_expired(interaction):
+            raise errors.invalid_webhook_token()
+        return interaction
+
+    def expire_tokens(self) -> int:
+        """Expire every interaction token now, as if 15 minutes had passed. Returns how many."""
+        live = [i for i in self.interactions.values() if not i.expired]
+        for interaction in live:
+            interaction.expired = True
+        return len(live)
+
+    def original_message(self, interaction: Interaction) -> Message:
+        if interaction.original_message_id is None:
+            raise errors.unknown_message()
+        return self.get_message(interaction.original_message_id)
+
+    def ack_deadline_passed(self, interaction: Interaction) -> bool:
+        return time.monotonic() - interaction.created > self.ack_timeout
+
+    def check_acknowledged(self, interaction: Interaction) -> None:
+        """Called ack_timeout after dispatch: Discord's 'The application did not respond'."""
+        if not interaction.acknowledged:
+            self.emit(StateEvent("interaction_failed", interaction=interaction, detail="did not respond"))
+
+    @staticmethod
+    def loading_resolved(message: Message) -> None:
+        message.flags &= ~LOADING
+
+    # -- events and waiting -----------------------------------------------------------------------
+    def emit(self, event: StateEvent) -> None:
+        for listener in list(self.listeners):
+            listener(event)
+        for entry in list(self._waiters):
+            predicate, future = entry
+            if future.done():
+                self._waiters.remove(entry)
+                continue
+            try:
+                matched = predicate(event)
+            except Exception as exc:  # a broken predicate fails the waiting test, not the server
+                future.set_exception(exc)
+                self._waiters.remove(entry)
+                continue
+            if matched:
+                future.set_result(event)
+                self._waiters.remove(entry)
+
+    async def wait_for(self, predicate: Callable[[StateEvent], bool], timeout: float) -> StateEvent:  # noqa: ASYNC109
+        future: asyncio.Future[StateEvent] = asyncio.get_running_loop().create_future()
+        entry = (predicate, future)
+        self._waiters.append(entry)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            if entry in self._waiters:
+                self._waiters.remove(entry)
+
+    def log(self, entry: RequestLogEntry) -> None:
+        self.request_log.append(entry)
+        del self.request_log[:-5000]
+
+    @property
+    def invalid_requests(self) -> int:
+        """401/403/429 answers: real Discord bans an IP after 10,000 of them in 10 minutes."""
+        return sum(1 for e in self.request_log if e.status in (401, 403, 429))
+
+
+STATE_KEY = web.AppKey("mockdiscord_state", MockState)

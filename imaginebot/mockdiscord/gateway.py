@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 DISPATCH, HEARTBEAT, IDENTIFY, RESUME, RECONNECT = 0, 1, 2, 6, 7
 REQUEST_MEMBERS, INVALID_SESSION, HELLO, HEARTBEAT_ACK = 8, 9, 10, 11
 REPLAY_LIMIT = 2000
+GUILD_MEMBERS = 1 << 1
 
 
 @dataclass(eq=False)
@@ -160,7 +161,7 @@ class GatewayHub:
         self.sessions[session.id] = session
         self.identifies += 1
         self._send_dispatch(session, "READY", self._ready(session, conn))
-        self._send_dispatch(session, "GUILD_CREATE", self.guild_payload())
+        self._send_dispatch(session, "GUILD_CREATE", self.guild_payload(session.intents))
         self.state.emit(StateEvent("gateway_ready", detail=session.id))
 
     async def _resume(self, conn: Connection, data: dict[str, Any]) -> None:
@@ -192,9 +193,11 @@ class GatewayHub:
             "presences": [],
         }
 
-    def guild_payload(self) -> dict[str, Any]:
+    def guild_payload(self, intents: int) -> dict[str, Any]:
         state = self.state
-        members = [u.member_payload() for u in state.members]
+        # Without the privileged GUILD_MEMBERS intent Discord sends only the bot's own member.
+        shown = state.members if intents & GUILD_MEMBERS else [state.bot]
+        members = [u.member_payload() for u in shown]
         return {
             "id": str(state.guild_id),
             "name": state.guild_name,
@@ -204,7 +207,7 @@ class GatewayHub:
             "emojis": [],
             "stickers": [],
             "features": [],
-            "member_count": len(members),
+            "member_count": len(state.members),
             "members": members,
             "channels": [c.payload() for c in state.channels.values()],
             "threads": [],

@@ -35,7 +35,7 @@ import pytest_asyncio
 from ..discord_url import use_discord_url
 from .server import MockDiscord, run_mock_discord
 
-__all__ = ["FAST_BOT_OPTIONS", "mock_discord", "start_bot"]
+__all__ = ["FAST_BOT_OPTIONS", "StartBot", "mock_discord", "start_bot"]
 
 # on_ready fires guild_ready_timeout after the last GUILD_CREATE (default 2 s); the local Discord
 # sends its one guild at once, so a short wait loses nothing.
@@ -60,7 +60,12 @@ StartBot = Callable[..., Awaitable[discord.Client]]
 async def start_bot(mock_discord: MockDiscord) -> AsyncIterator[StartBot]:
     running: list[tuple[discord.Client, asyncio.Task[None]]] = []
 
-    async def start(bot: discord.Client, *, wait_for_commands: bool = False, timeout: float = 10.0) -> discord.Client:  # noqa: ASYNC109
+    async def start(
+        bot: discord.Client,
+        *,
+        wait_for_commands: bool = False,
+        timeout: float = 10.0,  # noqa: ASYNC109
+    ) -> discord.Client:
         task = asyncio.create_task(bot.start(mock_discord.bot_token), name=f"bot-{id(bot)}")
         running.append((bot, task))
         ready = asyncio.create_task(bot.wait_until_ready())

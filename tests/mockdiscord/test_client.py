@@ -156,7 +156,7 @@ async def test_json_content_type_is_exact(mock_discord: MockDiscord) -> None:
         assert r.headers["Content-Type"] == "application/json"
 
 
-async def test_members_intent_gets_every_member(mock_discord: MockDiscord, start_bot) -> None:  # noqa: ANN001
+async def test_members_intent_gets_every_member(mock_discord: MockDiscord, start_bot) -> None:
     intents = discord.Intents.default()
     intents.members = True
     client = discord.Client(intents=intents, guild_ready_timeout=0.05)

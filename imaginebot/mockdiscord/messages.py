@@ -4,6 +4,7 @@ the way Discord checks them (sizes, components), then applied to a new or an edi
 from __future__ import annotations
 
 import json
+import mimetypes
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,9 +161,12 @@ def _new_attachments(
     out = []
     for upload in sorted(uploads, key=lambda u: u.index):
         info = meta.get(upload.index) or meta.get(str(upload.index)) or {}
-        attachment = state.add_attachment(
-            channel_id, str(info.get("filename") or upload.filename), upload.data, upload.content_type
-        )
+        filename = str(info.get("filename") or upload.filename)
+        # discord.py uploads everything as application/octet-stream; Discord goes by the file name.
+        content_type = upload.content_type
+        if content_type in ("", "application/octet-stream"):
+            content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        attachment = state.add_attachment(channel_id, filename, upload.data, content_type)
         attachment.description = info.get("description")
         out.append(attachment)
     return out

@@ -1,0 +1,277 @@
+// The local Discord's channel view. Plain JS, no build step. It offers whatever commands the bot
+// synced (subcommands and options included), acts as the chosen user, and redraws messages in
+// place as the server pushes creates/edits/deletes over /app/ws.
+"use strict";
+
+const TYPES = { SUB: 1, GROUP: 2, STRING: 3, INTEGER: 4, BOOLEAN: 5, USER: 6, CHANNEL: 7, ROLE: 8, MENTIONABLE: 9, NUMBER: 10 };
+const ADMINISTRATOR = 0x8n;
+const $ = (sel) => document.querySelector(sel);
+const state = { guild: null, users: [], channels: [], roles: [], commands: [], user: null, channel: null, socket: null, formFor: null };
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") node.className = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (value === true) node.setAttribute(key, "");
+    else if (value !== false && value != null) node.setAttribute(key, value);
+  }
+  for (const child of children.flat()) if (child != null) node.append(child);
+  return node;
+}
+
+async function api(path, body) {
+  const response = await fetch(path, body === undefined ? {} : {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+  });
+  const data = await response.json();
+  if (!response.ok) throw new Error(data.error || response.statusText);
+  return data;
+}
+
+function notice(text) {
+  const node = el("div", { class: "notice" }, text);
+  $("#notices").append(node);
+  setTimeout(() => node.remove(), 8000);
+}
+
+// -- who may use which command (Discord hides commands by default_member_permissions) ----------
+function userCan(command) {
+  const needed = command.default_member_permissions;
+  if (needed == null) return true;
+  const have = BigInt(state.user.permissions);
+  return (have & ADMINISTRATOR) !== 0n || (have & BigInt(needed)) === BigInt(needed);
+}
+
+function commandPaths() {
+  const out = [];
+  for (const command of state.commands) {
+    if (!userCan(command)) continue;
+    const walk = (prefix, options, description) => {
+      const subs = (options || []).filter((o) => o.type === TYPES.SUB || o.type === TYPES.GROUP);
+      if (!subs.length) out.push({ path: prefix, options: options || [], description });
+      for (const sub of subs) walk(`${prefix} ${sub.name}`, sub.options, sub.description);
+    };
+    walk(command.name, command.options, command.description);
+  }
+  return out;
+}
+
+// "/quota set user:bob images:5" → { entry, values }; "/imagine a fox --ar 3:2" → prompt = the rest
+function parseLine(line) {
+  const text = line.replace(/^\//, "");
+  const entries = commandPaths().sort((a, b) => b.path.length - a.path.length);
+  const entry = entries.find((e) => text === e.path || text.startsWith(e.path + " "));
+  if (!entry) return null;
+  const rest = text.slice(entry.path.length).trim();
+  const values = {};
+  const names = entry.options.map((o) => o.name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+  const marks = names.length ? [...rest.matchAll(new RegExp(`(?:^|\\s)(${names.join("|")}):`, "g"))] : [];
+  const free = marks.length ? rest.slice(0, marks[0].index).trim() : rest;
+  marks.forEach((mark, i) => {
+    const end = i + 1 < marks.length ? marks[i + 1].index : rest.length;
+    values[mark[1]] = rest.slice(mark.index + mark[0].length, end).trim();
+  });
+  if (free) {
+    const target = entry.options.find((o) => o.type === TYPES.STRING && o.required && !(o.name in values))
+      || entry.options.find((o) => o.type === TYPES.STRING && !(o.name in values));
+    if (target) values[target.name] = free;
+  }
+  return { entry, values };
+}
+
+// -- the options form -------------------------------------------------------------------------
+function optionInput(option) {
+  const pick = (items) => el("select", { name: option.name },
+    el("option", { value: "" }, option.required ? "— choose —" : "—"), items);
+  if (option.choices) return pick(option.choices.map((c) => el("option", { value: String(c.value) }, c.name)));
+  switch (option.type) {
+    case TYPES.USER: case TYPES.MENTIONABLE:
+      return pick(state.users.filter((u) => !u.bot).map((u) => el("option", { value: u.username }, `${u.display_name} (@${u.username})`)));
+    case TYPES.CHANNEL: return pick(state.channels.map((c) => el("option", { value: c.name }, `#${c.name}`)));
+    case TYPES.ROLE: return pick(state.roles.map((r) => el("option", { value: r.name }, r.name)));
+    case TYPES.BOOLEAN: return pick([el("option", { value: "true" }, "True"), el("option", { value: "false" }, "False")]);
+    case TYPES.INTEGER: case TYPES.NUMBER:
+      return el("input", { name: option.name, type: "number", step: option.type === TYPES.INTEGER ? "1" : "any", min: option.min_value, max: option.max_value });
+    default: return el("input", { name: option.name, type: "text", maxlength: option.max_length });
+  }
+}
+
+function renderOptionsForm(entry) {
+  if (state.formFor === (entry && entry.path)) return;
+  state.formFor = entry && entry.path;
+  const box = $("#options");
+  box.replaceChildren();
+  if (!entry) return;
+  for (const option of entry.options) {
+    box.append(el("label", { class: option.required ? "required" : "", title: option.description || "" },
+      el("span", {}, option.name), optionInput(option)));
+  }
+}
+
+function renderSuggestions() {
+  const value = $("#command").value;
+  const list = $("#suggestions");
+  list.replaceChildren();
+  const typed = value.startsWith("/") ? value.slice(1) : null;
+  const parsed = typed !== null ? parseLine(value) : null;
+  renderOptionsForm(parsed && parsed.entry);
+  if (typed === null || parsed) { list.hidden = true; return; }
+  const matches = commandPaths().filter((e) => e.path.startsWith(typed.trim()) || typed.trim() === "");
+  for (const entry of matches) {
+    list.append(el("li", { onclick: () => { $("#command").value = `/${entry.path} `; $("#command").focus(); renderSuggestions(); } },
+      `/${entry.path}`, el("span", { class: "desc" }, entry.description || "")));
+  }
+  list.hidden = matches.length === 0;
+}
+
+async function submit(event) {
+  event.preventDefault();
+  const input = $("#command");
+  const line = input.value.trim();
+  if (!line) return;
+  try {
+    if (!line.startsWith("/")) {
+      await api("/app/api/say", { user: state.user.id, channel: state.channel.id, content: line });
+    } else {
+      const parsed = parseLine(line);
+      if (!parsed) throw new Error(`No command ${line.split(/\s/)[0]} (the bot registered: ${commandPaths().map((e) => "/" + e.path).join(", ") || "none yet"})`);
+      const options = {};
+      for (const field of $("#options").querySelectorAll("[name]")) if (field.value !== "") options[field.name] = field.value;
+      Object.assign(options, parsed.values);
+      await api("/app/api/command", { user: state.user.id, channel: state.channel.id, command: parsed.entry.path, options });
+    }
+    input.value = "";
+    renderSuggestions();
+  } catch (error) {
+    notice(error.message);
+  }
+}
+
+// -- messages ---------------------------------------------------------------------------------
+function renderComponent(message, component) {
+  if (component.type === 2) {
+    const label = [component.emoji ? component.emoji.name : null, component.label].filter(Boolean).join(" ");
+    if (component.style === 5) return el("a", { class: "component", href: component.url, target: "_blank" }, label);
+    return el("button", {
+      class: `component style-${component.style}`, disabled: !!component.disabled, "data-custom-id": component.custom_id, type: "button",
+      onclick: () => api("/app/api/component", { user: state.user.id, message: message.id, custom_id: component.custom_id }).catch((e) => notice(e.message)),
+    }, label || "\u00a0");
+  }
+  const multiple = (component.max_values || 1) > 1;
+  const select = el("select", { class: "component", multiple, disabled: !!component.disabled, "data-custom-id": component.custom_id },
+    multiple ? null : el("option", { value: "" }, component.placeholder || "Make a selection"),
+    (component.options || []).map((o) => el("option", { value: o.value, selected: !!o.default }, o.label)));
+  const send = () => {
+    const values = [...select.selectedOptions].map((o) => o.value).filter((v) => v !== "");
+    api("/app/api/component", { user: state.user.id, message: message.id, custom_id: component.custom_id, values }).catch((e) => notice(e.message));
+  };
+  if (!multiple) { select.addEventListener("change", send); return select; }
+  return el("span", {}, select, el("button", { type: "button", class: "component style-2", onclick: send }, "Choose"));
+}
+
+function renderEmbed(embed) {
+  return el("div", { class: "embed", style: embed.color ? `border-color: #${embed.color.toString(16).padStart(6, "0")}` : null },
+    embed.title ? el("div", { class: "author" }, embed.title) : null,
+    embed.description ? el("div", { class: "content" }, embed.description) : null,
+    (embed.fields || []).map((f) => el("div", {}, el("b", {}, f.name), " ", f.value)),
+    embed.image ? el("img", { src: embed.image.url, alt: "" }) : null,
+    embed.footer ? el("div", { class: "edited" }, embed.footer.text) : null);
+}
+
+function renderMessage(message) {
+  const loading = (message.flags & 128) !== 0;
+  const ephemeral = (message.flags & 64) !== 0;
+  const node = el("article", { class: `message${ephemeral ? " ephemeral" : ""}`, id: `m-${message.id}`, "data-id": message.id },
+    message.invoker ? el("div", { class: "invoked" }, `${message.invoker} used /${message.command || "…"}`) : null,
+    el("span", { class: `author${message.author.bot ? " bot" : ""}` }, message.author_name),
+    message.edited_timestamp ? el("span", { class: "edited" }, " (edited)") : null,
+    loading ? el("div", { class: "loading" }, `${message.author_name} is thinking…`) : null,
+    message.content ? el("div", { class: "content" }, message.content) : null,
+    el("div", { class: "attachments" }, message.attachments.map((a) => (a.content_type || "").startsWith("image/")
+      ? el("img", { src: a.url, alt: a.filename, title: a.filename })
+      : el("a", { href: a.url, download: a.filename }, `📎 ${a.filename}`))),
+    message.embeds.map(renderEmbed),
+    message.components.map((row) => el("div", { class: "row" }, row.components.map((c) => renderComponent(message, c)))),
+    ephemeral ? el("div", { class: "eph-note" }, "Only you can see this") : null,
+    el("span", { class: "tools" }, el("button", {
+      type: "button", class: "delete", title: ephemeral ? "Dismiss message" : "Delete message",
+      onclick: () => api("/app/api/delete", { user: state.user.id, message: message.id }).catch((e) => notice(e.message)),
+    }, ephemeral ? "Dismiss" : "🗑")));
+  return node;
+}
+
+function showMessage(message) {
+  if (message.channel_id !== state.channel.id) return;
+  const old = document.getElementById(`m-${message.id}`);
+  if (message.deleted) { if (old) old.remove(); return; }
+  const box = $("#messages");
+  const stick = box.scrollTop + box.clientHeight >= box.scrollHeight - 40;
+  const node = renderMessage(message);
+  if (old) old.replaceWith(node); else box.append(node);
+  if (stick) box.scrollTop = box.scrollHeight;
+}
+
+// -- loading and live updates ------------------------------------------------------------------
+async function loadState() {
+  const data = await api("/app/api/state");
+  Object.assign(state, { guild: data.guild, users: data.users, channels: data.channels, roles: data.roles, commands: data.commands });
+  state.formFor = undefined;
+  $("#guild-name").textContent = data.guild.name;
+  $("#bot-status").textContent = data.bot_connected ? `${data.bot.username}: connected` : `${data.bot.username}: not connected`;
+  $("#bot-status").className = `status ${data.bot_connected ? "on" : "off"}`;
+  const picker = $("#user-picker");
+  const chosen = picker.value;
+  picker.replaceChildren(...data.users.filter((u) => !u.bot).map((u) =>
+    el("option", { value: u.id }, `${u.display_name} (@${u.username})${u.moderator ? " — moderator" : ""}`)));
+  if (chosen) picker.value = chosen;
+  state.user = data.users.find((u) => u.id === picker.value);
+  if (!state.channel) state.channel = data.channels[0];
+  $("#channels").replaceChildren(...data.channels.map((c) => el("li", {
+    class: c.id === state.channel.id ? "active" : "", onclick: () => { state.channel = c; loadState().then(loadMessages); },
+  }, `# ${c.name}`)));
+  $("#channel-header").textContent = `# ${state.channel.name}`;
+  renderSuggestions();
+}
+
+async function loadMessages() {
+  const messages = await api(`/app/api/messages?channel=${state.channel.id}&user=${state.user.id}`);
+  $("#messages").replaceChildren();
+  messages.forEach(showMessage);
+}
+
+function connect() {
+  if (state.socket) { state.socket.onclose = null; state.socket.close(); }
+  const url = new URL(`/app/ws?user=${state.user.id}`, location.href);
+  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  const socket = new WebSocket(url);
+  state.socket = socket;
+  socket.onmessage = (event) => {
+    const data = JSON.parse(event.data);
+    if (data.message) showMessage(data.message);
+    else if (data.type === "notice") notice(data.text);
+    else if (["commands_update", "gateway_ready", "gateway_resumed"].includes(data.type)) loadState();
+  };
+  socket.onopen = () => { document.body.dataset.live = "1"; };
+  socket.onclose = () => { document.body.dataset.live = ""; setTimeout(connect, 1000); };
+}
+
+async function refreshLog() {
+  if (!$("#log-panel").open) return;
+  const entries = await api("/app/api/log");
+  $("#log").replaceChildren(...entries.slice(-50).map((e) => el("li", {}, `${e.status} ${e.method} ${e.path}${e.code ? ` (${e.code})` : ""}`)));
+}
+
+async function switchUser() {
+  state.user = state.users.find((u) => u.id === $("#user-picker").value);
+  state.formFor = undefined;
+  renderSuggestions();
+  await loadMessages();
+  connect();
+}
+
+$("#composer").addEventListener("submit", submit);
+$("#command").addEventListener("input", renderSuggestions);
+$("#user-picker").addEventListener("change", switchUser);
+setInterval(refreshLog, 2000);
+loadState().then(loadMessages).then(connect).catch((e) => notice(e.message));

@@ -1,0 +1,105 @@
+"""The web page in Debian's headless chromium: type /imagine, see the image and buttons, click."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from mockbot import EchoBot
+
+from imaginebot.mockdiscord import MockDiscord
+
+pytestmark = pytest.mark.browser
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest_asyncio.fixture
+async def page(mock_discord: MockDiscord, test_bot: EchoBot) -> AsyncIterator[object]:
+    if not CHROMIUM.exists():  # noqa: ASYNC240 - one stat, before any browser starts
+        if os.environ.get("CI"):
+            pytest.fail("CI must provide Debian's chromium at /usr/bin/chromium (apt-get install chromium)")
+        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium (apt-get install -y chromium)")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        try:
+            tab = await browser.new_page()
+            errors: list[str] = []
+            tab.on("pageerror", lambda exc: errors.append(str(exc)))
+            await tab.goto(mock_discord.page_url)
+            await tab.wait_for_function("document.body.dataset.live === '1'")
+            yield tab
+            assert errors == [], errors
+        finally:
+            await browser.close()
+
+
+async def test_imagine_then_click_a_button(page, mock_discord: MockDiscord, test_bot: EchoBot) -> None:
+    await page.fill("#command", "/imagine a red fox")
+    await page.press("#command", "Enter")
+    image = page.locator("article.message img[alt='grid.png']")
+    await image.wait_for(timeout=5000)
+    assert await image.evaluate("img => img.complete && img.naturalWidth") == 4  # the bytes were served
+    reply = page.locator("article.message", has=page.locator("img[alt='grid.png']"))
+    # previews replace each other in place: one message, one image
+    assert await reply.locator("img").count() == 1
+    assert await page.locator("article.message").count() == 1
+    assert test_bot.seen.commands == [("imagine", {"prompt": "a red fox"})]
+
+    await reply.locator("button[data-custom-id='test:reroll']").click()
+    await page.locator("article.message .content", has_text="rerolled by alice").wait_for(timeout=5000)
+    assert test_bot.seen.clicks == [("test:reroll", "alice")]
+
+    # an ephemeral answer shows only to the user who clicked
+    await reply.locator("button[data-custom-id='test:u1']").click()
+    await page.locator("article.message.ephemeral", has_text="upscaling for alice").wait_for(timeout=5000)
+    await page.select_option("#user-picker", str(mock_discord.bob.id))
+    await page.locator("article.message", has_text="rerolled by alice").wait_for(timeout=5000)
+    assert await page.locator("article.message.ephemeral").count() == 0
+
+
+async def test_select_moderator_command_and_delete(
+    page, mock_discord: MockDiscord, test_bot: EchoBot
+) -> None:
+    # students don't see moderator commands (default_member_permissions), the teacher does
+    await page.fill("#command", "/")
+    assert "/imagine" in await page.locator("#suggestions").inner_text()
+    assert "/quota set" not in await page.locator("#suggestions").inner_text()
+    await page.select_option("#user-picker", str(mock_discord.moderator.id))
+    await page.fill("#command", "/quo")
+    await page.locator("#suggestions li", has_text="/quota set").click()
+    await page.select_option("#options select[name='user']", "bob")
+    await page.fill("#options input[name='images']", "7")
+    await page.press("#command", "Enter")
+    await page.locator("article.message.ephemeral", has_text="Bob: 7 images a day").wait_for(timeout=5000)
+    name, options = test_bot.seen.commands[-1]
+    assert name == "quota set" and options["user"].id == mock_discord.bob.id and options["images"] == 7
+
+    await page.fill("#command", "/imagine an otter")
+    await page.press("#command", "Enter")
+    reply = page.locator("article.message", has=page.locator("img[alt='grid.png']"))
+    await reply.wait_for(timeout=5000)
+    await reply.locator("select[data-custom-id='test:size']").select_option("s")
+    message = await mock_discord.wait_for_message(lambda m: m.content == "**an otter**")
+    for _ in range(50):
+        if test_bot.seen.selects:
+            break
+        await page.wait_for_timeout(50)
+    assert test_bot.seen.selects == [("test:size", ["s"])]
+
+    await reply.hover()
+    await reply.locator("button.delete").click()
+    await reply.wait_for(state="detached", timeout=5000)
+    assert mock_discord.state.messages[message.id].deleted

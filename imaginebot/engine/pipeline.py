@@ -2,8 +2,8 @@
 
 It follows diffusers' ``StableDiffusionPipeline`` / ``StableDiffusionXLPipeline`` step for step (and names),
 so that on the same components, seeds and scheduler it makes the same pixels
-(tests/engine/test_equivalence.py), and differs where the bot needs it: per-tile seeds, cheap previews off the GPU thread, cancellation between
-steps, a tile-at-a-time VAE decode, and errors the user can read.
+(tests/engine/test_equivalence.py), and differs where the bot needs it: per-tile seeds, cheap previews off
+the GPU thread, cancellation between steps, a tile-at-a-time VAE decode, and errors the user can read.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import inspect
 import logging
-import math
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -37,6 +36,7 @@ from imaginebot.engine.preview import (
     PreviewWorker,
     fit_latent_rgb,
     latents_to_pixels,
+    predict_x0,
     preview_tile_size,
     published_latent_rgb,
 )
@@ -79,6 +79,10 @@ class DiffusionEngine:
         self.tokenizer_2, self.text_encoder_2 = tokenizer_2, text_encoder_2
         self.unet, self.vae = unet, vae
         self.scheduler_config = dict(scheduler_config)
+        if tokenizer_2 is None and self.scheduler_config.get("steps_offset", 1) != 1:
+            self.scheduler_config["steps_offset"] = (
+                1  # old SD 1.x configs; StableDiffusionPipeline fixes it so
+            )
         self.device, self.dtype = device, dtype
         self.upscale_max_side = upscale_max_side
         # SDXL checkpoints say whether an empty negative prompt means zero embeddings (model_index.json).
@@ -415,16 +419,8 @@ class DiffusionEngine:
         progress: tuple[int, int],
         on_preview: PreviewCallback,
     ) -> None:
-        # The model input is in variance-preserving form for every scheduler here (Euler-style ones scale x
-        # by 1/sqrt(sigma^2 + 1)): x = sqrt(a) x0 + sqrt(1 - a) eps, so x0 follows from the prediction.
-        a, s = math.sqrt(alpha_bar), math.sqrt(1.0 - alpha_bar)
         prediction_type = self.scheduler_config.get("prediction_type", "epsilon")
-        if prediction_type == "v_prediction":
-            x0 = a * latent_model_input - s * noise_pred
-        elif prediction_type == "sample":
-            x0 = noise_pred
-        else:
-            x0 = (latent_model_input - s * noise_pred) / a
+        x0 = predict_x0(latent_model_input, noise_pred, alpha_bar, prediction_type)
         pixels = latents_to_pixels(x0, self.latent_rgb)
         tile_size = preview_tile_size(spec.width, spec.height, pixels.shape[2], pixels.shape[1])
         step, total = progress

@@ -11,6 +11,7 @@ lifetime.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -86,6 +87,22 @@ def fit_latent_rgb(
     y = target.permute(0, 2, 3, 1).reshape(-1, 3)
     solution = torch.linalg.lstsq(x.double(), y.double()).solution.float()
     return LatentRGB(solution[:channels].contiguous(), solution[channels].contiguous(), "fitted")
+
+
+def predict_x0(
+    latent_model_input: torch.Tensor, noise_pred: torch.Tensor, alpha_bar: float, prediction_type: str
+) -> torch.Tensor:
+    """The clean latents the model predicts at this step (a sharper preview than the noisy latents).
+
+    The model input is in variance-preserving form for every scheduler the engine uses (Euler-style ones scale
+    x by 1/sqrt(sigma^2 + 1)): x = sqrt(a) x0 + sqrt(1 - a) eps with a = alpha_bar.
+    """
+    a, s = math.sqrt(alpha_bar), math.sqrt(1.0 - alpha_bar)
+    if prediction_type == "v_prediction":
+        return a * latent_model_input - s * noise_pred
+    if prediction_type == "sample":
+        return noise_pred
+    return (latent_model_input - s * noise_pred) / a
 
 
 def latents_to_pixels(latents: torch.Tensor, latent_rgb: LatentRGB) -> torch.Tensor:

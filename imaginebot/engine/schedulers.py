@@ -7,6 +7,7 @@ the checkpoint's betas, timestep spacing and ``prediction_type`` (epsilon or v-p
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,7 +26,9 @@ from imaginebot.errors import ParamError
 
 # name -> (scheduler class, settings layered over the checkpoint's config)
 _SCHEDULERS: dict[str, tuple[Scheduler, dict[str, Any]]] = {
-    "ddim": (DDIMScheduler, {}),
+    # Latents are not in [-1, 1]: clipping the predicted x0 there (DDIM's default) would wreck them;
+    # diffusers' StableDiffusionPipeline turns it off the same way for configs that do not say.
+    "ddim": (DDIMScheduler, {"clip_sample": False}),
     "euler": (EulerDiscreteScheduler, {}),
     "euler_a": (EulerAncestralDiscreteScheduler, {}),
     "dpm++2m": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
@@ -45,4 +48,6 @@ def make_scheduler(sampler: str, config: Mapping[str, Any]) -> Scheduler:
         cls, overrides = _SCHEDULERS[sampler]
     except KeyError:
         raise ParamError(f"sampler {sampler!r} is not known; use one of: {', '.join(SAMPLERS)}") from None
+    if sampler == "lms" and importlib.util.find_spec("scipy") is None:
+        raise ParamError("sampler 'lms' needs SciPy, which is not installed here; choose another sampler")
     return cls.from_config(dict(config), **overrides)

@@ -18,7 +18,6 @@ from aiohttp import web
 
 from . import errors
 from .models import (
-    LOADING,
     MANAGE_GUILD,
     MANAGE_MESSAGES,
     STUDENT_PERMISSIONS,
@@ -307,10 +306,6 @@ class MockState:
         """Called ack_timeout after dispatch: Discord's 'The application did not respond'."""
         if not interaction.acknowledged:
             self.emit(StateEvent("interaction_failed", interaction=interaction, detail="did not respond"))
-
-    @staticmethod
-    def loading_resolved(message: Message) -> None:
-        message.flags &= ~LOADING
 
     # -- events and waiting -----------------------------------------------------------------------
     def emit(self, event: StateEvent) -> None:

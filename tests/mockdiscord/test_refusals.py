@@ -286,3 +286,35 @@ async def test_users_cannot_do_what_discord_clients_cannot(raw_bot: StateFactory
         send_command(bot.state, "nope", {}, user=alice)
     with pytest.raises(UserActionError, match="prompt is required"):
         send_command(bot.state, "imagine", {}, user=alice)
+
+
+async def test_followups_with_attachments_and_original(raw_bot: StateFactory) -> None:
+    bot = await raw_bot()
+    interaction = await bot.command()
+    response = await bot.client.post(
+        f"{API}/interactions/{interaction.id}/{interaction.token}/callback", json={"type": 5}
+    )
+    assert response.status == 204  # without with_response
+    loading = bot.state.original_message(interaction)
+    assert loading.loading
+    payload = {"content": "first", "attachments": [{"id": 0, "filename": "a.png"}]}
+    first = await bot.client.post(
+        bot.webhook(interaction, "?wait=true"), data=multipart(payload, [("a.png", b"png")])
+    )
+    body = await first.json()
+    assert body["id"] == str(loading.id) and not loading.loading  # fills the "thinking…" message
+    assert body["attachments"][0]["content_type"] == "image/png"
+    second = await bot.client.post(
+        bot.webhook(interaction, "?wait=true"), json={"content": "second", "flags": 64}
+    )
+    followup = await second.json()
+    assert followup["id"] != body["id"] and followup["flags"] & 64
+    got = await bot.client.get(bot.webhook(interaction, f"/messages/{followup['id']}"))
+    assert (await got.json())["content"] == "second"
+    original = await bot.client.get(bot.webhook(interaction, "/messages/@original"))
+    assert (await original.json())["content"] == "first"
+    deleted = await bot.client.delete(bot.webhook(interaction, "/messages/@original"))
+    assert deleted.status == 204 and bot.state.messages[loading.id].deleted
+    other = await bot.command()
+    foreign = await bot.client.get(bot.webhook(other, f"/messages/{followup['id']}"))
+    assert await discord_error(foreign) == (404, 10008)  # a token only reaches its own messages

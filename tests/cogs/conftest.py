@@ -1,0 +1,89 @@
+"""The whole bot, end to end: ImagineBot with its real cogs, store, executor and a tiny random-weight
+engine, against the local Discord. ``bot_factory()`` starts one; calling it again after ``stop()`` with
+the same data directory is a restart."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from bot import ImagineBot
+from imaginebot.config import load_settings
+from imaginebot.engine import DiffusionEngine
+from imaginebot.engine.tiny import tiny_sd
+from imaginebot.executor import Executor
+from imaginebot.mockdiscord.testing import FAST_BOT_OPTIONS
+from imaginebot.store import Store
+
+
+@pytest.fixture(scope="session")
+def tiny_engine() -> DiffusionEngine:
+    parts = tiny_sd(seed=0)
+    return DiffusionEngine.from_components(
+        tokenizer=parts.tokenizer,
+        text_encoder=parts.text_encoder,
+        unet=parts.unet,
+        vae=parts.vae,
+        scheduler=parts.scheduler,
+        device="cpu",
+        dtype="float32",
+    )
+
+
+@dataclass
+class RunningBot:
+    bot: ImagineBot
+    store: Store
+    executor: Executor
+
+    async def stop(self) -> None:
+        await self.bot.close()
+        await self.executor.stop()
+        await self.store.close()
+
+
+BotFactory = Callable[..., Awaitable[RunningBot]]
+
+
+@pytest_asyncio.fixture
+async def bot_factory(
+    mock_discord: Any,
+    start_bot: Any,
+    tmp_path: Path,
+    tiny_engine: DiffusionEngine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[BotFactory]:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    running: list[RunningBot] = []
+
+    async def start(engine: Any = None, **overrides: Any) -> RunningBot:
+        settings = load_settings(
+            **{
+                "data_dir": tmp_path / "data",
+                "default_steps": 6,
+                "preview_every": 2,
+                "preview_min_interval": 0.05,
+                "quota_per_day": 100,
+                **overrides,
+            }
+        )
+        engine = engine or tiny_engine
+        store = await Store.open(settings.data_dir, default_daily_images=settings.quota_per_day)
+        executor = Executor(
+            engine, max_queued_per_user=settings.max_queued_per_user, preview_every=settings.preview_every
+        )
+        await executor.start()
+        bot = ImagineBot(settings, store, executor, native_size=engine.native_size, **FAST_BOT_OPTIONS)
+        await start_bot(bot, wait_for_commands=True)
+        running.append(RunningBot(bot, store, executor))
+        return running[-1]
+
+    yield start
+    for item in running:
+        if not item.bot.is_closed():
+            await item.stop()

@@ -139,7 +139,10 @@ class Imagine(commands.Cog):
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def cog_load(self) -> None:
-        self._spawn(self.resume_unfinished())
+        # Read them now, before the gateway connects: once commands arrive, new queued jobs would look
+        # the same as the ones the last run left behind.
+        leftover = await self.bot.store.unfinished_jobs()
+        self._spawn(self.resume_unfinished(leftover))
 
     async def cog_unload(self) -> None:
         for task in self._tasks:
@@ -381,10 +384,10 @@ class Imagine(commands.Cog):
 
     # -- after a restart ---------------------------------------------------------------------------------
 
-    async def resume_unfinished(self) -> None:
+    async def resume_unfinished(self, leftover: list[Job]) -> None:
         """Jobs queued or running when the bot last stopped: queue them again, or say they were cut off."""
         await self.bot.wait_until_ready()
-        for job in await self.bot.store.unfinished_jobs():
+        for job in leftover:
             if job.message_id is None:  # it never got a message: nobody is waiting for it
                 await self.bot.store.finish_job(job.id, JobStatus.INTERRUPTED)
                 continue
@@ -398,7 +401,7 @@ class Imagine(commands.Cog):
                 handle = self.bot.executor.submit(
                     JobRequest(job.id, job.user_id, job.kind, spec_of(job.params), source)
                 )
-            except ImagineError as error:
+            except (ImagineError, OSError) as error:  # QueueFull, a source image gone
                 log.info("job %s: not resumed: %s", job.id, error)
                 await self.bot.store.finish_job(job.id, JobStatus.INTERRUPTED, error=str(error))
                 context = render.Context(job=job, parent=parent, who=f"<@{job.user_id}>")

@@ -256,3 +256,24 @@ async def test_previews_survive_rate_limits(mock_discord: Any, bot_factory: BotF
     grid = await imagine(mock_discord, mock_discord.alice, "a black circle --steps 12")
     assert grid.attachments
     assert mock_discord.requests(status=429), "the rate limit was hit and retried"
+
+
+async def test_job_running_at_a_stop_resumes_after_restart(
+    mock_discord: Any, bot_factory: BotFactory
+) -> None:
+    first = await bot_factory(preview_every=1)
+    interaction = await mock_discord.send_command(
+        "imagine", {"prompt": "an orange square --steps 150"}, user=mock_discord.alice
+    )
+    await mock_discord.wait_for_response(interaction, lambda m: "🎨" in m.content, timeout=TIMEOUT)
+    await first.stop()
+    second = await bot_factory()
+    # meanwhile a new job must not be mistaken for a leftover one
+    other = await imagine(mock_discord, mock_discord.bob, "a new job --steps 2")
+    grid = await mock_discord.wait_for_message(
+        lambda m: m.interaction is interaction and is_grid(m), timeout=TIMEOUT
+    )
+    job = await second.store.get_job(job_id_of(grid))
+    assert job is not None and job.status is JobStatus.DONE and len(job.images) == 4
+    assert (await second.store.quota_status(mock_discord.guild_id, mock_discord.alice.id)).used == 4
+    assert job_id_of(other) != job.id

@@ -1,0 +1,315 @@
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+
+import pytest
+from PIL import Image
+
+from imaginebot.engine.api import (
+    CancelCheck,
+    GenerateResult,
+    GenerateSpec,
+    Preview,
+    PreviewCallback,
+)
+from imaginebot.errors import GenerationCancelled, OutOfMemory, QueueFull
+from imaginebot.executor import (
+    UNEXPECTED_ERROR,
+    Cancelled,
+    Done,
+    Event,
+    Executor,
+    Failed,
+    Interrupted,
+    JobHandle,
+    JobRequest,
+    Progress,
+    Queued,
+    Started,
+)
+from imaginebot.store_models import JobKind
+
+A, B, C = 1, 2, 3
+
+
+class FakeEngine:
+    """Deterministic stand-in for the diffusion engine: solid-colour tiles, one "step" at a time.
+
+    Prompts steer it: "oom" raises OutOfMemory, "bug" a plain exception. ``gate`` (when cleared) holds
+    every job before its first step; ``permits`` (when set) makes each step wait for one release.
+    """
+
+    native_size = 64
+
+    def __init__(self, steps_per_permit: bool = False) -> None:
+        self.gate = threading.Event()
+        self.gate.set()
+        self.permits: threading.Semaphore | None = threading.Semaphore(0) if steps_per_permit else None
+        self.calls: list[tuple[str, str]] = []  # (method, prompt), in the order jobs ran
+        self.threads: set[int] = set()
+
+    def _loop(
+        self,
+        method: str,
+        spec: GenerateSpec,
+        on_preview: PreviewCallback | None,
+        preview_every: int,
+        should_cancel: CancelCheck | None,
+        colour: tuple[int, int, int],
+    ) -> GenerateResult:
+        self.calls.append((method, spec.prompt))
+        self.threads.add(threading.get_ident())
+        self.gate.wait()
+        if spec.prompt == "oom":
+            raise OutOfMemory("The GPU ran out of memory; try fewer images or a smaller size.")
+        if spec.prompt == "bug":
+            raise ZeroDivisionError("a bug")
+        for step in range(1, spec.num_inference_steps + 1):
+            if self.permits is not None:
+                self.permits.acquire()
+            if should_cancel is not None and should_cancel():
+                raise GenerationCancelled("cancelled")
+            if on_preview is not None and step % preview_every == 0:
+                on_preview(Preview(step, spec.num_inference_steps, Image.new("RGB", (8, 8), (step, 0, 0))))
+        tiles = tuple(Image.new("RGB", (spec.width, spec.height), colour) for _ in spec.seeds)
+        return GenerateResult(images=tiles, seeds=spec.seeds, elapsed_s=0.0)
+
+    def generate(
+        self,
+        spec: GenerateSpec,
+        *,
+        on_preview: PreviewCallback | None = None,
+        preview_every: int = 5,
+        should_cancel: CancelCheck | None = None,
+    ) -> GenerateResult:
+        return self._loop("generate", spec, on_preview, preview_every, should_cancel, (0, 0, 255))
+
+    def vary(
+        self,
+        image: Image.Image,
+        spec: GenerateSpec,
+        *,
+        on_preview: PreviewCallback | None = None,
+        preview_every: int = 5,
+        should_cancel: CancelCheck | None = None,
+    ) -> GenerateResult:
+        colour = image.getpixel((0, 0))
+        assert isinstance(colour, tuple)
+        return self._loop("vary", spec, on_preview, preview_every, should_cancel, colour[:3])
+
+    def upscale(
+        self, image: Image.Image, spec: GenerateSpec, *, should_cancel: CancelCheck | None = None
+    ) -> GenerateResult:
+        return self._loop("upscale", spec, None, 1, should_cancel, (0, 255, 0))
+
+
+def request(job_id: int, user: int, prompt: str = "", steps: int = 2, **kw: object) -> JobRequest:
+    spec = GenerateSpec(prompt or f"job {job_id}", width=8, height=8, num_inference_steps=steps, seeds=(1, 2))
+    return JobRequest(job_id, user, kw.pop("kind", JobKind.IMAGINE), spec, **kw)  # type: ignore[arg-type]
+
+
+async def first(handle: JobHandle, kind: type[Event]) -> Event:
+    """Consume the job's events up to the first of ``kind``."""
+    async for event in handle.events():
+        if isinstance(event, kind):
+            return event
+    raise AssertionError(f"job {handle.job_id} ended without {kind.__name__}")
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    return FakeEngine()
+
+
+@pytest.fixture
+async def executor(engine: FakeEngine) -> AsyncIterator[Executor]:
+    ex = Executor(engine, max_queued_per_user=10, preview_every=1)
+    await ex.start()
+    yield ex
+    engine.gate.set()  # a test that failed while holding the worker must not hang stop()
+    await ex.stop()
+
+
+async def collect(handle: JobHandle) -> list[Event]:
+    return [event async for event in handle.events()]
+
+
+async def test_a_job_runs_through_queued_started_progress_done(executor: Executor) -> None:
+    handle = executor.submit(request(1, A, steps=3))
+    events = await collect(handle)
+    assert events[0] == Queued(1, 1) and events[1] == Started(1) and isinstance(events[-1], Done)
+    previews = [e.preview.step for e in events if isinstance(e, Progress)]
+    assert previews and previews == sorted(previews) and previews[-1] == 3
+    assert len(events) == 3 + len(previews)
+    done = events[-1]
+    assert isinstance(done, Done) and done.result.seeds == (1, 2) and len(done.result.images) == 2
+    assert handle.final == done and await handle.wait() == done
+
+
+async def test_round_robin_lets_the_second_user_in_between(executor: Executor, engine: FakeEngine) -> None:
+    engine.gate.clear()
+    a1 = executor.submit(request(1, A))
+    await first(a1, Started)  # the worker is now holding A's first job
+    handles = [executor.submit(request(i, A)) for i in range(2, 11)]
+    handles += [executor.submit(request(i, B)) for i in (11, 12)]
+    handles += [executor.submit(request(13, C))]
+    expected = [11, 13, 2, 12, 3, 4, 5, 6, 7, 8, 9, 10]  # B and C never served: first; then turns
+    assert sorted(executor.positions(), key=executor.positions().get) == expected
+    snapshot = executor.queue_snapshot()
+    assert [e.job_id for e in snapshot.running] == [1] and [e.job_id for e in snapshot.queued] == expected
+    assert [e.position for e in snapshot.queued] == list(range(1, 13))
+    await asyncio.sleep(0)  # one turn of the loop runs the deliveries submit() scheduled (order, not timing)
+    assert {h.job_id: h.position for h in handles} == executor.positions()
+    engine.gate.set()
+    await asyncio.gather(a1.wait(), *(h.wait() for h in handles))
+    assert [int(prompt.split()[1]) for _, prompt in engine.calls] == [1, *expected]
+
+
+async def test_positions_sent_as_the_queue_moves(executor: Executor, engine: FakeEngine) -> None:
+    engine.gate.clear()
+    running = executor.submit(request(1, A))
+    await first(running, Started)
+    sent: dict[int, list[int]] = {2: [], 3: [], 4: []}
+
+    def record(event: Event) -> None:
+        if isinstance(event, Queued):
+            sent[event.job_id].append(event.position)
+
+    handles = [executor.submit(request(i, user), on_event=record) for i, user in ((2, B), (3, C), (4, A))]
+    engine.gate.set()
+    await asyncio.gather(*(h.wait() for h in handles))
+    # Told when queued and again each time the queue moves (on_event sees them before coalescing).
+    assert sent == {2: [1], 3: [2, 1], 4: [3, 2, 1]}
+    assert [prompt for _, prompt in engine.calls] == ["job 1", "job 2", "job 3", "job 4"]
+
+
+async def test_cap_on_queued_jobs_per_user(engine: FakeEngine) -> None:
+    engine.gate.clear()
+    async with Executor(engine, max_queued_per_user=3) as ex:
+        running = ex.submit(request(1, A))
+        await first(running, Started)  # a running job doesn't count towards the cap
+        queued = [ex.submit(request(i, A)) for i in (2, 3, 4)]
+        with pytest.raises(QueueFull, match="most allowed is 3"):
+            ex.submit(request(5, A))
+        ex.submit(request(6, B))  # other users are not affected
+        assert ex.cancel(3)
+        ex.submit(request(5, A))  # room again
+        with pytest.raises(ValueError, match="already queued"):
+            ex.submit(request(2, B))
+        engine.gate.set()
+        assert await queued[1].wait() == Cancelled(3)
+
+
+async def test_cancel_a_queued_job_moves_the_others_up(executor: Executor, engine: FakeEngine) -> None:
+    engine.gate.clear()
+    running = executor.submit(request(1, A))
+    await first(running, Started)
+    doomed, behind = executor.submit(request(2, A)), executor.submit(request(3, A))
+    assert executor.positions() == {2: 1, 3: 2}
+    assert executor.cancel(2)
+    assert not executor.cancel(2)
+    assert executor.positions() == {3: 1}
+    assert await collect(doomed) == [Queued(2, 1), Cancelled(2)]
+    assert await first(behind, Queued) == Queued(3, 1)  # the 2 was coalesced into the newer 1
+    engine.gate.set()
+    assert isinstance(await behind.wait(), Done)
+    assert [prompt for _, prompt in engine.calls] == ["job 1", "job 3"]
+
+
+async def test_cancel_a_running_job_between_steps() -> None:
+    engine = FakeEngine(steps_per_permit=True)
+    async with Executor(engine, preview_every=1) as ex:
+        running, nxt = ex.submit(request(1, A, steps=50)), ex.submit(request(2, B, steps=1))
+        engine.permits.release()  # type: ignore[union-attr]
+        await first(running, Progress)  # step 1 done; the engine now waits for the next permit
+        assert ex.cancel(1)
+        engine.permits.release(2)  # type: ignore[union-attr]  # one for job 1's check, one for job 2
+        assert await running.wait() == Cancelled(1)
+        assert isinstance(await nxt.wait(), Done)
+
+
+async def test_out_of_memory_fails_the_job_and_the_worker_carries_on(executor: Executor) -> None:
+    oom, bug, fine = (
+        executor.submit(request(i, A, prompt=p)) for i, p in ((1, "oom"), (2, "bug"), (3, "ok"))
+    )
+    failed = await oom.wait()
+    assert isinstance(failed, Failed) and failed.out_of_memory and "out of memory" in failed.message
+    assert await bug.wait() == Failed(2, UNEXPECTED_ERROR)
+    assert isinstance(await fine.wait(), Done)
+
+
+async def test_events_are_delivered_on_the_loop_thread(executor: Executor, engine: FakeEngine) -> None:
+    asyncio.get_running_loop().set_debug(True)  # asyncio itself then rejects call_soon from other threads
+    threads: list[int] = []
+    handle = executor.submit(request(1, A, steps=5), on_event=lambda e: threads.append(threading.get_ident()))
+    async with asyncio.timeout(30):  # a guard: a dropped event would otherwise hang the test
+        events = await collect(handle)
+    assert len(threads) >= len(events) >= 4
+    assert set(threads) == {threading.get_ident()}
+    assert engine.threads and threading.get_ident() not in engine.threads
+
+
+async def test_a_slow_consumer_only_gets_the_latest_preview() -> None:
+    engine = FakeEngine(steps_per_permit=True)
+    delivered = asyncio.Event()
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, Progress):
+            delivered.set()
+
+    async with Executor(engine, preview_every=1) as ex:
+        handle = ex.submit(request(1, A, steps=20), on_event=on_event)
+        for _ in range(20):  # one step at a time: every preview reaches the loop, nobody reads events()
+            delivered.clear()
+            engine.permits.release()  # type: ignore[union-attr]
+            await delivered.wait()
+        await handle.wait()
+    events = await collect(handle)
+    assert [type(e) for e in events] == [Queued, Started, Progress, Done]
+    progress = events[2]
+    assert isinstance(progress, Progress) and progress.preview.step == 20
+
+
+async def test_stop_returns_the_unfinished_jobs(engine: FakeEngine) -> None:
+    engine.gate.clear()
+    ex = Executor(engine)
+    await ex.start()
+    running = ex.submit(request(1, A))
+    await first(running, Started)
+    q1, q2 = ex.submit(request(2, A)), ex.submit(request(3, B))
+    stopping = asyncio.ensure_future(ex.stop())
+    await asyncio.sleep(0)  # stop() has flagged the running job; let the engine reach its step
+    engine.gate.set()
+    unfinished = await stopping
+    assert [r.job_id for r in unfinished] == [1, 3, 2]  # running first, then the queue in order
+    assert [await h.wait() for h in (running, q1, q2)] == [Interrupted(1), Interrupted(2), Interrupted(3)]
+    with pytest.raises(RuntimeError):
+        ex.submit(request(4, A))
+
+
+async def test_stop_can_let_the_running_job_finish(engine: FakeEngine) -> None:
+    engine.gate.clear()
+    ex = Executor(engine)
+    await ex.start()
+    running = ex.submit(request(1, A))
+    await first(running, Started)
+    queued = ex.submit(request(2, A))
+    stopping = asyncio.ensure_future(ex.stop(cancel_running=False))
+    await asyncio.sleep(0)
+    engine.gate.set()
+    assert [r.job_id for r in await stopping] == [2]
+    assert isinstance(await running.wait(), Done) and await queued.wait() == Interrupted(2)
+
+
+async def test_variations_and_upscales_get_the_source_tile(executor: Executor, engine: FakeEngine) -> None:
+    red = Image.new("RGB", (8, 8), (255, 0, 0))
+    vary = executor.submit(request(1, A, kind=JobKind.VARIATION, source=red))
+    upscale = executor.submit(request(2, A, kind=JobKind.UPSCALE, source=red))
+    done = await vary.wait()
+    assert isinstance(done, Done) and done.result.images[0].getpixel((0, 0)) == (255, 0, 0)
+    assert isinstance(await upscale.wait(), Done)
+    assert [method for method, _ in engine.calls] == ["vary", "upscale"]
+    with pytest.raises(ValueError, match="source image"):
+        executor.submit(request(3, A, kind=JobKind.UPSCALE))

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from imaginebot.engine.api import (
@@ -313,3 +316,38 @@ async def test_variations_and_upscales_get_the_source_tile(executor: Executor, e
     assert [method for method, _ in engine.calls] == ["vary", "upscale"]
     with pytest.raises(ValueError, match="source image"):
         executor.submit(request(3, A, kind=JobKind.UPSCALE))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    history=st.lists(st.integers(0, 3), max_size=6),
+    ops=st.lists(st.one_of(st.integers(0, 3), st.just(-1)), max_size=14),
+)
+def test_positions_are_the_order_jobs_actually_start(history: list[int], ops: list[int]) -> None:
+    """Whatever ran before and whatever was submitted or cancelled since, position n starts n-th."""
+
+    async def scenario() -> None:
+        engine = FakeEngine()
+        async with Executor(engine, max_queued_per_user=3) as ex:
+            job_ids = iter(range(1, 1000))
+            for user in history:  # earlier turns shape who is served next
+                await ex.submit(request(next(job_ids), user)).wait()
+            engine.gate.clear()
+            blocker = ex.submit(request(next(job_ids), 0))
+            await first(blocker, Started)
+            handles = []
+            for op in ops:
+                if op >= 0:
+                    with contextlib.suppress(QueueFull):
+                        handles.append(ex.submit(request(next(job_ids), op)))
+                elif positions := ex.positions():
+                    ex.cancel(min(positions))  # the oldest queued job
+            expected = sorted(ex.positions(), key=ex.positions().get)
+            assert list(ex.positions().values()) == sorted(ex.positions().values())
+            ran_before = len(engine.calls)
+            engine.gate.set()
+            await asyncio.gather(*(h.wait() for h in handles))
+            started = [int(prompt.split()[1]) for _, prompt in engine.calls[ran_before:]]
+            assert started == expected
+
+    asyncio.run(scenario())

@@ -125,28 +125,25 @@ Generate = Callable[[str, str, Sequence[int]], list[Image.Image]]
 
 @pytest.fixture(scope="module")
 def generate() -> Generate:
-    """Tiles for (prompt, negative prompt, seeds), one tile per seed, made as the bot makes them."""
-    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionPipeline
+    """Tiles for (prompt, negative prompt, seeds), one tile per seed, made by the bot's own engine."""
+    from imaginebot.engine import GenerateSpec, load_engine
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    pipe = StableDiffusionPipeline.from_pretrained(
-        MODEL_DIR, safety_checker=None, requires_safety_checker=False
-    )
-    assert SAMPLER == "euler_a"
-    pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
+    engine = load_engine(MODEL_DIR, device="cpu", dtype="float32")
+    assert engine.native_size == 64
 
     def run(prompt: str, negative_prompt: str, seeds: Sequence[int]) -> list[Image.Image]:
-        out = pipe(
-            [prompt] * len(seeds),
-            negative_prompt=[negative_prompt] * len(seeds),
-            height=64,
+        spec = GenerateSpec(
+            prompt=prompt,
+            negative_prompt=negative_prompt,
             width=64,
+            height=64,
             num_inference_steps=STEPS,
             guidance_scale=GUIDANCE,
-            generator=[torch.Generator().manual_seed(s) for s in seeds],
+            sampler=SAMPLER,
+            seeds=tuple(seeds),
         )
-        return list(out.images)
+        return list(engine.generate(spec).images)
 
     return run
 
@@ -168,6 +165,12 @@ def held_out_prompts() -> list[tuple[Scene, str]]:
 
 
 # --- tests -----------------------------------------------------------------------------------------
+
+
+def test_is_the_default_model() -> None:
+    from imaginebot.config import EMBEDDED_MODEL
+
+    assert EMBEDDED_MODEL.resolve() == MODEL_DIR.resolve()
 
 
 def test_folder_is_a_standard_diffusers_checkpoint_under_20_mb() -> None:

@@ -95,6 +95,8 @@ def _write_png_atomically(path: Path, image: Image.Image) -> None:
 
 
 def _quota_message(needed: int, status: QuotaStatus, now: datetime) -> str:
+    if status.limit == 0:
+        return "Your daily image quota on this server is 0; ask a moderator if that's a mistake."
     wait = status.resets_at - now
     hours, minutes = divmod(int(wait.total_seconds()) // 60, 60)
     images = "image" if needed == 1 else "images"

@@ -170,6 +170,8 @@ async def test_quota_levels_user_override_guild_default_and_unlimited(
             await s.reserve_job(new_job(BOB, images=1))
         await s.set_user_quota(GUILD, BOB, 0, by=MOD)
         assert (await s.quota_status(GUILD, BOB)).left == 0
+        with pytest.raises(QuotaExceeded, match="quota on this server is 0"):
+            await s.reserve_job(new_job(BOB, images=1))
         await s.clear_user_quota(GUILD, BOB, by=MOD)
         await s.reset_usage(GUILD, BOB, by=MOD)
         await s.reserve_job(new_job(BOB, images=4))

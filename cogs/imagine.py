@@ -86,7 +86,7 @@ def job_view(buttons: list[tuple[str, int, int, int]]) -> discord.ui.View:
     return view
 
 
-def spec_of(params: JobParams, *, strength: float = 1.0) -> GenerateSpec:
+def spec_of(params: JobParams) -> GenerateSpec:
     return GenerateSpec(
         prompt=params.prompt,
         negative_prompt=params.negative_prompt,
@@ -96,7 +96,7 @@ def spec_of(params: JobParams, *, strength: float = 1.0) -> GenerateSpec:
         guidance_scale=params.cfg,
         sampler=params.sampler,
         seeds=params.seeds,
-        strength=strength,
+        strength=params.strength,
     )
 
 
@@ -361,10 +361,12 @@ class Imagine(commands.Cog):
         source = await self.bot.store.load_image(parent.images[0])
         request = replace(request.with_seed(new_seed()), images=4)
         width, height = source.size
-        params = replace(parent.params, seeds=request.tile_seeds(), width=width, height=height)
-        new = self._new_job(interaction, JobKind.VARIATION, request, params, parent, 0)
         strength = VARY_SUBTLE if action == "s" else VARY_STRONG
-        return new, spec_of(params, strength=strength), source
+        params = replace(
+            parent.params, seeds=request.tile_seeds(), width=width, height=height, strength=strength
+        )
+        new = self._new_job(interaction, JobKind.VARIATION, request, params, parent, 0)
+        return new, spec_of(params), source
 
     async def _source(self, job: Job) -> Image.Image:
         """The picture a V or U job starts from: its parent's tile."""

@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 DB_NAME = "imaginebot.db"
-_PARAM_COLUMNS = ("prompt", "negative_prompt", "steps", "cfg", "sampler", "width", "height")
+_PARAM_COLUMNS = ("prompt", "negative_prompt", "steps", "cfg", "sampler", "width", "height", "strength")
 _REFUNDED = (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED)
 
 
@@ -209,11 +209,11 @@ class Store:
             p = new.params
             cursor = await db.execute(
                 "INSERT INTO jobs (user_id, guild_id, channel_id, kind, parent_id, tile_index, prompt_text,"
-                " prompt, negative_prompt, steps, cfg, sampler, width, height, seeds, charged, charged_day,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " prompt, negative_prompt, steps, cfg, sampler, width, height, seeds, strength, charged,"
+                " charged_day, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (new.user_id, new.guild_id, new.channel_id, new.kind.value, new.parent_id, new.tile_index,
                  new.prompt_text, p.prompt, p.negative_prompt, p.steps, p.cfg, p.sampler, p.width, p.height,
-                 json.dumps(list(p.seeds)), needed, day, now.isoformat()),
+                 json.dumps(list(p.seeds)), p.strength, needed, day, now.isoformat()),
             )  # fmt: skip
             await db.execute(
                 "INSERT INTO usage (guild_id, user_id, day, images) VALUES (?, ?, ?, ?)"

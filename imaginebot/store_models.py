@@ -42,6 +42,7 @@ class JobParams:
     width: int
     height: int
     seeds: tuple[int, ...]
+    strength: float = 1.0  # img2img: how far a variation may move from its source (1.0: the engine's choice)
 
     @property
     def num_images(self) -> int:

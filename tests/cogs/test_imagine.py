@@ -92,6 +92,7 @@ async def test_u_v_and_reroll_derive_from_the_right_tile(mock_discord: Any, bot_
     subtle = await mock_discord.wait_for_response(click, is_grid, timeout=TIMEOUT)
     sub = await store.get_job(job_id_of(subtle))
     assert sub is not None and sub.kind is JobKind.VARIATION and sub.parent_id == up.id
+    assert sub.params.strength == 0.35  # Vary (Subtle), kept in the store for a restart
     assert "Variations of the upscale" in subtle.content
 
 

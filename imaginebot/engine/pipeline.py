@@ -119,8 +119,8 @@ class DiffusionEngine:
                 module.to(device=torch_device).eval().requires_grad_(False)
                 if module.dtype != torch_dtype:
                     module.to(dtype=torch_dtype)
-        if torch_dtype == torch.float16 and vae.config.force_upcast:
-            vae.to(dtype=torch.float32)  # SDXL's VAE overflows in fp16; diffusers upcasts it the same way
+        if text_encoder_2 is not None and torch_dtype == torch.float16 and vae.config.force_upcast:
+            vae.to(dtype=torch.float32)  # SDXL's VAE overflows in fp16; the SDXL pipeline upcasts it alike
         if torch_device.type == "cuda":
             unet.to(memory_format=torch.channels_last)
         config = scheduler if isinstance(scheduler, Mapping) else scheduler.config
@@ -299,7 +299,8 @@ class DiffusionEngine:
     def _encode_prompt(self, spec: GenerateSpec, batch_size: int, do_cfg: bool) -> _Conditioning:
         if self.text_encoder_2 is None:
             prompt_embeds = self._clip(self.tokenizer, self.text_encoder, spec.prompt)
-            negative_prompt_embeds = self._clip(self.tokenizer, self.text_encoder, spec.negative_prompt)
+            if do_cfg:
+                negative_prompt_embeds = self._clip(self.tokenizer, self.text_encoder, spec.negative_prompt)
             added_cond_kwargs = None
         else:
             prompt_embeds, pooled_prompt_embeds = self._clip_sdxl(spec.prompt)

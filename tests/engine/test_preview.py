@@ -119,3 +119,21 @@ def test_embedded_style_vae_gets_fitted_coefficients(make_engine: MakeEngine) ->
     )
     assert [p.step for p in previews] == [1]
     assert previews[0].image.height == 32 and result.images[0].size == (32, 32)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_previews_on_cuda_in_half_precision() -> None:
+    """The pinned-memory, event-synchronised preview path and fp16 generation on a real GPU."""
+    c = tiny_sd()
+    engine = DiffusionEngine.from_components(
+        tokenizer=c.tokenizer, text_encoder=c.text_encoder, unet=c.unet, vae=c.vae, scheduler=c.scheduler
+    )
+    assert engine.device.type == "cuda" and engine.dtype == torch.float16
+    previews: list[Preview] = []
+    result = engine.generate(
+        GenerateSpec("a", width=32, height=32, num_inference_steps=4, seeds=(1, 2, 3, 4)),
+        on_preview=previews.append,
+        preview_every=2,
+    )
+    assert [p.step for p in previews] == [2] and len(result.images) == 4

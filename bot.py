@@ -39,6 +39,8 @@ class ImagineBot(commands.Bot):
     def __init__(
         self, settings: Settings, store: Store, executor: Executor, *, native_size: int, **options: Any
     ) -> None:
+        # The bot never joins voice: don't warn that voice libraries are missing.
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         # Slash commands and buttons need no privileged intent (no message content, no member list).
         intents = discord.Intents.none()
         intents.guilds = True

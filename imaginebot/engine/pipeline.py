@@ -185,7 +185,9 @@ class DiffusionEngine:
         preview_every: int = 5,
         should_cancel: CancelCheck | None = None,
     ) -> GenerateResult:
-        variation = dataclasses.replace(spec, init_image=image, strength=VARY_STRENGTH)
+        # spec.strength 1.0 (the default) means "the engine's choice"; Vary (Subtle/Strong) pass their own
+        strength = spec.strength if spec.strength < 1.0 else VARY_STRENGTH
+        variation = dataclasses.replace(spec, init_image=image, strength=strength)
         return self.generate(
             variation, on_preview=on_preview, preview_every=preview_every, should_cancel=should_cancel
         )

@@ -71,6 +71,12 @@ def test_variation_is_img2img_of_the_tile_with_new_seeds(sd_engine: DiffusionEng
     # reproducible per tile, and made from the source (another source, other pictures)
     again = sd_engine.vary(source, spec(seeds=(12,), num_inference_steps=10))
     assert close(again.images[0], variations.images[2])
+    calls, handle = count_unet_calls(sd_engine)
+    try:
+        sd_engine.vary(source, spec(seeds=(12,), num_inference_steps=10, strength=0.3))  # "Vary (Subtle)"
+    finally:
+        handle.remove()
+    assert len(calls) == 3
     other = sd_engine.vary(
         Image.new("RGB", (32, 32), (0, 90, 200)), spec(seeds=(12,), num_inference_steps=10)
     )

@@ -76,9 +76,13 @@ async def test_info_and_queue(mock_discord: Any, bot_factory: BotFactory) -> Non
 
 async def test_queue_shows_running_and_waiting_jobs(mock_discord: Any, bot_factory: BotFactory) -> None:
     await bot_factory(preview_every=1)
-    long = await mock_discord.send_command("imagine", {"prompt": "a slow one --steps 150"}, user=mock_discord.alice)
+    long = await mock_discord.send_command(
+        "imagine", {"prompt": "a slow one --steps 150"}, user=mock_discord.alice
+    )
     await mock_discord.wait_for_response(long, lambda m: "🎨" in m.content, timeout=TIMEOUT)
-    waiting = await mock_discord.send_command("imagine", {"prompt": "bob waits --steps 2"}, user=mock_discord.bob)
+    waiting = await mock_discord.send_command(
+        "imagine", {"prompt": "bob waits --steps 2"}, user=mock_discord.bob
+    )
     await mock_discord.wait_for_response(waiting, lambda m: "next in line" in m.content, timeout=TIMEOUT)
     queue = await mock_discord.send_command("queue", {}, user=mock_discord.bob)
     text = (await mock_discord.wait_for_response(queue, lambda m: m.ephemeral, timeout=TIMEOUT)).content

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
@@ -40,20 +39,6 @@ class Timing:
     ack: float | None = None
     first_preview: float | None = None
     grid: float | None = None
-
-
-def save_tiny_random_model(folder: Path) -> Path:
-    """A tiny random-weight SD 1.x-shaped checkpoint in the diffusers layout (plumbing, not pictures)."""
-    from imaginebot.engine.tiny import tiny_sd
-
-    parts = tiny_sd(seed=0)
-    parts.tokenizer.save_pretrained(folder / "tokenizer")
-    parts.text_encoder.save_pretrained(folder / "text_encoder")
-    parts.unet.save_pretrained(folder / "unet")
-    parts.vae.save_pretrained(folder / "vae")
-    parts.scheduler.save_pretrained(folder / "scheduler")
-    (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
-    return folder
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -85,7 +70,11 @@ async def watch_memory(pid: int, peak: list[int], stop: asyncio.Event) -> None:
 
 async def main(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="imaginebot-load-"))
-    model = str(save_tiny_random_model(workdir / "model")) if args.tiny_random else args.model
+    model = args.model
+    if args.tiny_random:
+        from imaginebot.engine.tiny import save_sd, tiny_sd
+
+        model = str(save_sd(tiny_sd(seed=0), workdir / "model"))
     async with run_mock_discord(rate_limits=True) as server:
         users = [server.add_user(f"student{i:03d}") for i in range(args.users)]
         env = {

@@ -7,12 +7,17 @@ is made from a config with random weights. Speed and plumbing do not depend on t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from imaginebot.engine._types import Scheduler, UNet, Vae
+
+if TYPE_CHECKING:
+    from imaginebot.engine.pipeline import DiffusionEngine
 
 
 def _bytes_to_unicode() -> list[str]:
@@ -154,3 +159,36 @@ def tiny_sdxl(seed: int = 0, *, sample_size: int = 16) -> TinyComponents:
     vae = tiny_vae(4)
     scheduler = _scheduler("epsilon")
     return TinyComponents(tokenizer, text_encoder, unet, vae, scheduler, tiny_tokenizer(), text_encoder_2)
+
+
+def engine_from(components: TinyComponents, **options: Any) -> DiffusionEngine:
+    """An engine over tiny components, on the CPU in fp32 (``options`` go to ``from_components``)."""
+    from imaginebot.engine.pipeline import DiffusionEngine
+
+    return DiffusionEngine.from_components(
+        tokenizer=components.tokenizer,
+        text_encoder=components.text_encoder,
+        tokenizer_2=components.tokenizer_2,
+        text_encoder_2=components.text_encoder_2,
+        unet=components.unet,
+        vae=components.vae,
+        scheduler=components.scheduler,
+        **{"device": "cpu", "dtype": "float32", **options},
+    )
+
+
+def save_sd(components: TinyComponents, folder: Path) -> Path:
+    """Tiny SD 1.x components as a diffusers checkpoint folder, loadable like a real one."""
+    from diffusers import StableDiffusionPipeline
+
+    StableDiffusionPipeline(  # type: ignore[no-untyped-call,attr-defined]
+        vae=components.vae,
+        text_encoder=components.text_encoder,
+        tokenizer=components.tokenizer,
+        unet=components.unet,
+        scheduler=components.scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    ).save_pretrained(folder)
+    return folder

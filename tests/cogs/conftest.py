@@ -15,7 +15,7 @@ import pytest_asyncio
 from bot import ImagineBot
 from imaginebot.config import load_settings
 from imaginebot.engine import DiffusionEngine
-from imaginebot.engine.tiny import tiny_sd
+from imaginebot.engine.tiny import engine_from, tiny_sd
 from imaginebot.executor import Executor
 from imaginebot.mockdiscord.testing import FAST_BOT_OPTIONS
 from imaginebot.store import Store
@@ -23,16 +23,7 @@ from imaginebot.store import Store
 
 @pytest.fixture(scope="session")
 def tiny_engine() -> DiffusionEngine:
-    parts = tiny_sd(seed=0)
-    return DiffusionEngine.from_components(
-        tokenizer=parts.tokenizer,
-        text_encoder=parts.text_encoder,
-        unet=parts.unet,
-        vae=parts.vae,
-        scheduler=parts.scheduler,
-        device="cpu",
-        dtype="float32",
-    )
+    return engine_from(tiny_sd(seed=0))
 
 
 @dataclass

@@ -8,25 +8,10 @@ import pytest
 import torch
 
 from imaginebot.engine import DiffusionEngine
-from imaginebot.engine.tiny import TinyComponents, tiny_sd, tiny_sdxl
+from imaginebot.engine.tiny import TinyComponents, engine_from, tiny_sd, tiny_sdxl
 
 # Two CPU cores are shared with the rest of the suite: keep torch from oversubscribing them.
 torch.set_num_threads(min(2, torch.get_num_threads()))
-
-
-def engine_from(components: TinyComponents, **kwargs: object) -> DiffusionEngine:
-    return DiffusionEngine.from_components(
-        tokenizer=components.tokenizer,
-        text_encoder=components.text_encoder,
-        tokenizer_2=components.tokenizer_2,
-        text_encoder_2=components.text_encoder_2,
-        unet=components.unet,
-        vae=components.vae,
-        scheduler=components.scheduler,
-        device="cpu",
-        dtype="float32",
-        **kwargs,  # type: ignore[arg-type]
-    )
 
 
 @pytest.fixture(scope="session")

@@ -6,29 +6,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+from diffusers import StableDiffusionXLPipeline
 
 from imaginebot.engine import DiffusionEngine, GenerateSpec, find_model_folder, load_engine
 from imaginebot.engine.devices import resolve_device, resolve_dtype
-from imaginebot.engine.tiny import TinyComponents, tiny_sd
+from imaginebot.engine.tiny import TinyComponents, save_sd, tiny_sd
 from imaginebot.errors import ConfigError, ModelNotFound
 
 MakeEngine = Callable[..., DiffusionEngine]
 SPEC = GenerateSpec("a boat", width=32, height=32, num_inference_steps=3, seeds=(1, 2))
-
-
-def save_sd(c: TinyComponents, folder: Path) -> Path:
-    StableDiffusionPipeline(
-        vae=c.vae,
-        text_encoder=c.text_encoder,
-        tokenizer=c.tokenizer,
-        unet=c.unet,
-        scheduler=c.scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    ).save_pretrained(folder)
-    return folder
 
 
 def test_folder_loads_like_the_in_memory_model(tmp_path: Path, make_engine: MakeEngine) -> None:

@@ -24,18 +24,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import discord
 import discord.gateway
 import discord.http
+import pytest
 import pytest_asyncio
 
 from ..discord_url import use_discord_url
 from .server import MockDiscord, run_mock_discord
 
-__all__ = ["FAST_BOT_OPTIONS", "StartBot", "mock_discord", "start_bot"]
+__all__ = ["CHROMIUM", "FAST_BOT_OPTIONS", "StartBot", "mock_discord", "mock_page", "start_bot"]
 
 # on_ready fires guild_ready_timeout after the last GUILD_CREATE (default 2 s); the local Discord
 # sends its one guild at once, so a short wait loses nothing.
@@ -86,3 +89,44 @@ async def start_bot(mock_discord: MockDiscord) -> AsyncIterator[StartBot]:
         await bot.close()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, 5.0)
+
+
+# Debian's chromium (apt-get install chromium): Playwright's own browser download can't run here.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",  # the machine's closed network refuses those connections
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest_asyncio.fixture
+async def mock_page(mock_discord: MockDiscord) -> AsyncIterator[Any]:
+    """The local Discord's page in headless chromium (a Playwright ``Page``), live and connected.
+
+    Skips where chromium is missing, except in CI (``CI`` set), where that is a failure. Fails the
+    test if the page raised a JavaScript error.
+    """
+    if not CHROMIUM.exists():  # noqa: ASYNC240 - one stat, before any browser starts
+        if os.environ.get("CI"):
+            pytest.fail("CI must provide Debian's chromium at /usr/bin/chromium (apt-get install chromium)")
+        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium (apt-get install -y chromium)")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            tab = await browser.new_page()
+            errors: list[str] = []
+            tab.on("pageerror", lambda exc: errors.append(str(exc)))
+            await tab.goto(mock_discord.page_url)
+            await tab.wait_for_function("document.body.dataset.live === '1'")
+            yield tab
+            assert errors == [], errors
+        finally:
+            await browser.close()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator
-from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -13,37 +11,11 @@ from mockbot import EchoBot
 from imaginebot.mockdiscord import MockDiscord
 
 pytestmark = pytest.mark.browser
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 @pytest_asyncio.fixture
-async def page(mock_discord: MockDiscord, test_bot: EchoBot) -> AsyncIterator[object]:
-    if not CHROMIUM.exists():  # noqa: ASYNC240 - one stat, before any browser starts
-        if os.environ.get("CI"):
-            pytest.fail("CI must provide Debian's chromium at /usr/bin/chromium (apt-get install chromium)")
-        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium (apt-get install -y chromium)")
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-        try:
-            tab = await browser.new_page()
-            errors: list[str] = []
-            tab.on("pageerror", lambda exc: errors.append(str(exc)))
-            await tab.goto(mock_discord.page_url)
-            await tab.wait_for_function("document.body.dataset.live === '1'")
-            yield tab
-            assert errors == [], errors
-        finally:
-            await browser.close()
+async def page(test_bot: EchoBot, mock_page: Any) -> Any:
+    return mock_page  # the bot must be connected before the page lists its commands
 
 
 async def test_imagine_then_click_a_button(page, mock_discord: MockDiscord, test_bot: EchoBot) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 
 import imaginebot
 from imaginebot.tinymodel import (
@@ -112,10 +112,16 @@ def synthetic(n: int, seed: int) -> list[Scene]:
     return [random_scene(rng, held_out=rng.random() < 0.1) for _ in range(n)]
 
 
+def soft_render(scene: Scene, rng: random.Random) -> Image.Image:
+    """A render with edges as soft as a 4×-downsampling VAE leaves them (a Gaussian blur of 0-1.2 px)."""
+    return render(scene).filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 1.2)))
+
+
 @pytest.fixture(scope="module")
 def classify() -> ShapeClassifier:
     scenes = synthetic(800, seed=1)
-    return ShapeClassifier([render(s) for s in scenes], [s.shape for s in scenes])
+    rng = random.Random(1)
+    return ShapeClassifier([soft_render(s, rng) for s in scenes], [s.shape for s in scenes])
 
 
 # --- the model -------------------------------------------------------------------------------------
@@ -216,10 +222,13 @@ def test_held_out_triples_never_appear_in_training_scenes() -> None:
 
 def test_the_judge_is_right_about_synthetic_pictures(classify: ShapeClassifier) -> None:
     scenes = synthetic(300, seed=2)
-    images = [render(s) for s in scenes]
-    assert all(colours_of(im)[:2] == (s.background, s.colour) for s, im in zip(scenes, images, strict=True))
-    correct = sum(classify(im) == s.shape for s, im in zip(scenes, images, strict=True))
-    assert correct / len(scenes) >= 0.97
+    rng = random.Random(2)
+    for images in ([render(s) for s in scenes], [soft_render(s, rng) for s in scenes]):
+        assert all(
+            colours_of(im)[:2] == (s.background, s.colour) for s, im in zip(scenes, images, strict=True)
+        )
+        correct = sum(classify(im) == s.shape for s, im in zip(scenes, images, strict=True))
+        assert correct / len(scenes) >= 0.95
 
 
 @pytest.mark.slow

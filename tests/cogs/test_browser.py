@@ -27,7 +27,12 @@ async def test_type_imagine_get_a_grid_and_upscale(
     await page.wait_for_function(
         "img => img.complete && img.naturalWidth > 0", arg=await image.element_handle()
     )
-    assert "--seed 12" in await reply.inner_text()
+    text = await reply.inner_text()
+    assert "--seed 12" in text
+    # Discord's markdown is rendered: the bold prompt, the author's mention, the canonical prompt as code
+    assert "**" not in text and "<@" not in text and "@Alice" in text
+    assert await reply.locator("strong", has_text="a red circle on a blue background").count() == 1
+    assert await reply.locator("code", has_text="--seed 12").count() == 1
 
     await reply.locator("button", has_text="U2").click()
     vary = page.locator("button[data-custom-id^='ib:s:']")

@@ -20,6 +20,28 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// The little of Discord's markdown a bot's replies use: **bold**, `code`, <@user> mentions and links.
+// Built as DOM nodes, never as HTML, so message text can't inject markup.
+const MARKDOWN = /\*\*(.+?)\*\*|`([^`]+)`|<@!?(\d+)>|(https?:\/\/[^\s<>]+)/g;
+
+function renderMarkdown(text) {
+  const nodes = [];
+  let last = 0;
+  for (const match of text.matchAll(MARKDOWN)) {
+    nodes.push(text.slice(last, match.index));
+    const [, bold, code, mention, url] = match;
+    if (bold !== undefined) nodes.push(el("strong", {}, renderMarkdown(bold)));
+    else if (code !== undefined) nodes.push(el("code", {}, code));
+    else if (mention !== undefined) {
+      const user = state.users.find((u) => u.id === mention);
+      nodes.push(el("span", { class: "mention" }, `@${user ? user.display_name : "unknown-user"}`));
+    } else nodes.push(el("a", { href: url, target: "_blank", rel: "noopener" }, url));
+    last = match.index + match[0].length;
+  }
+  nodes.push(text.slice(last));
+  return nodes.filter((n) => n !== "");
+}
+
 async function api(path, body) {
   const response = await fetch(path, body === undefined ? {} : {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
@@ -173,7 +195,7 @@ function renderComponent(message, component) {
 function renderEmbed(embed) {
   return el("div", { class: "embed", style: embed.color ? `border-color: #${embed.color.toString(16).padStart(6, "0")}` : null },
     embed.title ? el("div", { class: "author" }, embed.title) : null,
-    embed.description ? el("div", { class: "content" }, embed.description) : null,
+    embed.description ? el("div", { class: "content" }, renderMarkdown(embed.description)) : null,
     (embed.fields || []).map((f) => el("div", {}, el("b", {}, f.name), " ", f.value)),
     embed.image ? el("img", { src: embed.image.url, alt: "" }) : null,
     embed.footer ? el("div", { class: "edited" }, embed.footer.text) : null);
@@ -187,7 +209,7 @@ function renderMessage(message) {
     el("span", { class: `author${message.author.bot ? " bot" : ""}` }, message.author_name),
     message.edited_timestamp ? el("span", { class: "edited" }, " (edited)") : null,
     loading ? el("div", { class: "loading" }, `${message.author_name} is thinking…`) : null,
-    message.content ? el("div", { class: "content" }, message.content) : null,
+    message.content ? el("div", { class: "content" }, renderMarkdown(message.content)) : null,
     el("div", { class: "attachments" }, message.attachments.map((a) => (a.content_type || "").startsWith("image/")
       ? el("img", { src: a.url, alt: a.filename, title: a.filename })
       : el("a", { href: a.url, download: a.filename }, `📎 ${a.filename}`))),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from imaginebot.errors import OutOfMemory
 from imaginebot.store_models import JobKind, JobStatus
 
 BotFactory = Any  # tests/cogs/conftest.py: bot_factory(**settings) -> RunningBot
@@ -278,3 +279,42 @@ async def test_job_running_at_a_stop_resumes_after_restart(
     assert job is not None and job.status is JobStatus.DONE and len(job.images) == 4
     assert (await second.store.quota_status(mock_discord.guild_id, mock_discord.alice.id)).used == 4
     assert job_id_of(other) != job.id
+
+
+class FailsOnce:
+    """The tiny engine, but its first generate() runs out of GPU memory (as on a busy card)."""
+
+    def __init__(self, engine: Any) -> None:
+        self._engine, self.failed = engine, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def generate(self, spec: Any, **kwargs: Any) -> Any:
+        if not self.failed:
+            self.failed = True
+            raise OutOfMemory("The GPU ran out of memory for this job; try fewer images or a smaller --ar.")
+        return self._engine.generate(spec, **kwargs)
+
+
+async def test_failed_job_is_refunded_and_retried_by_its_reroll_button(
+    mock_discord: Any, bot_factory: BotFactory, tiny_engine: Any
+) -> None:
+    running = await bot_factory(engine=FailsOnce(tiny_engine))
+    interaction = await mock_discord.send_command(
+        "imagine", {"prompt": "a cat --seed 77 --steps 2"}, user=mock_discord.alice
+    )
+    failed = await mock_discord.wait_for_response(
+        interaction, lambda m: "ran out of memory" in m.content, timeout=TIMEOUT
+    )
+    job_id = job_id_of(failed)
+    assert failed.custom_ids == [f"ib:r:{job_id}:0"]
+    job = await running.store.get_job(job_id)
+    assert job is not None and job.status is JobStatus.FAILED
+    assert (await running.store.quota_status(mock_discord.guild_id, mock_discord.alice.id)).used == 0
+
+    click = await mock_discord.click(failed, f"ib:r:{job_id}:0", user=mock_discord.alice)
+    grid = await mock_discord.wait_for_response(click, is_grid, timeout=TIMEOUT)
+    retry = await running.store.get_job(job_id_of(grid))
+    assert retry is not None and retry.kind is JobKind.IMAGINE
+    assert retry.params.seeds == (77, 78, 79, 80)  # the very same job, not a new seed

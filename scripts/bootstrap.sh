@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Creates or reuses .venv and installs what imaginebot needs. Sourced by scripts/run.sh and scripts/test.sh.
+# Creates or reuses .venv and installs what imaginebot needs. Sourced by scripts/run.sh and scripts/test.sh;
+# BOOTSTRAP_EXTRAS names the pyproject extra to install as well (test.sh: dev). Not "$1": a sourced script
+# sees its caller's arguments when given none of its own.
 #
 # torch comes first, pinned, so that nothing later pulls the registry's newest build with several GB of
 # CUDA packages: a local CPU wheel (pip's find-links) when the machine has one, else the CPU index on a
@@ -10,7 +12,7 @@ cd "$ROOT"
 TORCH_VERSION="${IMAGINEBOT_TORCH_VERSION:-2.13.0}"
 VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
-EXTRAS="${1:-}"
+EXTRAS="${BOOTSTRAP_EXTRAS:-}"
 
 find_python() {
     for candidate in python3.13 python3.12 python3.11 python3; do
@@ -42,11 +44,12 @@ if ! "$PY" -c 'import torch' 2>/dev/null; then
     fi
 fi
 
-# Reinstall the project only when its dependencies changed since the last install.
+# Reinstall the project only when its dependencies changed since the last install (an install with the
+# dev extra also serves a plain run).
 STAMP="$VENV/.imaginebot-installed"
-WANT="$(sha256sum pyproject.toml | cut -d' ' -f1)$EXTRAS"
-if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
+HASH="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if ! grep -q "^$HASH ${EXTRAS}" "$STAMP" 2>/dev/null; then
     echo "Installing imaginebot${EXTRAS:+ [$EXTRAS]} and its dependencies ..."
     pip install -q -e ".${EXTRAS:+[$EXTRAS]}"
-    echo "$WANT" >"$STAMP"
+    echo "$HASH $EXTRAS" >>"$STAMP"
 fi

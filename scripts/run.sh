@@ -3,6 +3,7 @@
 # with the embedded model (`bot.py --mock`) and prints the page's URL; arguments go to bot.py, e.g.
 # `scripts/run.sh --discord` for real Discord with the settings in .env.
 set -euo pipefail
+BOOTSTRAP_EXTRAS=""
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 if [ "$#" = 0 ]; then
     set -- --mock

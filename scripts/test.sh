@@ -2,7 +2,8 @@
 # The test command: sets up .venv (and Debian's chromium for the browser test), then runs ruff, mypy
 # and pytest. Extra arguments go to pytest, e.g. `scripts/test.sh tests/test_params.py -x`.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh" dev
+BOOTSTRAP_EXTRAS=dev
+source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 
 if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "Installing Debian's chromium for the browser test ..."

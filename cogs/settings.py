@@ -86,7 +86,7 @@ class SettingsPanel(discord.ui.View):
 
     def _cfg_callback(self, delta: float) -> Any:
         async def callback(interaction: discord.Interaction[Any]) -> None:
-            base = self.mine.cfg if self.mine.cfg is not None else self.bot.settings.default_cfg
+            base = self.mine.cfg if self.mine.cfg is not None else self.bot.settings.request_defaults.cfg
             cfg = min(CFG_RANGE[1], max(CFG_RANGE[0], base + delta))
             await self._save(interaction, replace(self.mine, cfg=cfg))
 

@@ -24,6 +24,9 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 EMBEDDED_MODEL = PACKAGE_DIR / "models" / "shapes-64"
 
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+# What the embedded model draws best with (MODEL.md); used when the model is the embedded one and the
+# operator did not set these themselves.
+EMBEDDED_DEFAULTS: dict[str, Any] = {"default_steps": 20, "default_cfg": 5.0, "default_sampler": "euler_a"}
 
 
 class Settings(BaseSettings):
@@ -140,10 +143,13 @@ class Settings(BaseSettings):
     @property
     def request_defaults(self) -> RequestDefaults:
         width, height = (int(side) for side in self.default_aspect.split(":"))
+        chosen = {name: getattr(self, name) for name in EMBEDDED_DEFAULTS}
+        if not self.model:
+            chosen |= {k: v for k, v in EMBEDDED_DEFAULTS.items() if k not in self.model_fields_set}
         return RequestDefaults(
-            steps=self.default_steps,
-            cfg=self.default_cfg,
-            sampler=self.default_sampler,
+            steps=chosen["default_steps"],
+            cfg=chosen["default_cfg"],
+            sampler=chosen["default_sampler"],
             images=self.default_images,
             aspect=(width, height),
         )

@@ -26,7 +26,8 @@ def test_defaults() -> None:
     assert settings.discord_token is None
     assert settings.model_path == str(EMBEDDED_MODEL)
     assert settings.device == "auto" and settings.dtype == "auto"
-    assert settings.request_defaults.steps == settings.default_steps
+    # the embedded model's own defaults, since nothing else was configured
+    assert (settings.request_defaults.steps, settings.request_defaults.cfg) == (20, 5.0)
     assert settings.preview_every == 5
     assert settings.mock_host == "127.0.0.1"
     assert settings.quota_per_day == 100
@@ -46,6 +47,7 @@ def test_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     monkeypatch.setenv("IMAGINEBOT_GUILD_ID", "123456789012345678")
     settings = load_settings()
     assert settings.default_steps == 40
+    assert settings.request_defaults.steps == 40 and settings.request_defaults.cfg == 7.0  # a real model
     assert settings.default_aspect == "3:2"
     assert settings.request_defaults.aspect == (3, 2)
     assert settings.model_path == "/models/sd15"
@@ -111,3 +113,9 @@ def test_every_setting_is_documented() -> None:
         assert description, variable
         assert variable in example, f"{variable} missing from .env.example"
         assert variable in readme, f"{variable} missing from the README's table"
+
+
+def test_operator_settings_win_over_the_embedded_models_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGINEBOT_DEFAULT_CFG", "9")
+    defaults = load_settings().request_defaults
+    assert (defaults.steps, defaults.cfg) == (20, 9.0)

@@ -39,10 +39,10 @@ async def test_settings_panel_saves_defaults_that_imagine_uses(
     )
     await mock_discord.click(panel, button(panel, "CFG +"), user=alice)
     panel = await mock_discord.wait_for_message(
-        lambda m: m.id == panel.id and "cfg **7.5** (yours)" in m.content
+        lambda m: m.id == panel.id and "cfg **5.5** (yours)" in m.content
     )
     mine = await running.store.get_settings(alice.id)
-    assert (mine.steps, mine.images, mine.cfg) == (10, 2, 7.5)
+    assert (mine.steps, mine.images, mine.cfg) == (10, 2, 5.5)
 
     grid_interaction = await mock_discord.send_command("imagine", {"prompt": "a cat --steps 3"}, user=alice)
     grid = await mock_discord.wait_for_response(
@@ -50,7 +50,7 @@ async def test_settings_panel_saves_defaults_that_imagine_uses(
     )
     job = (await running.store.recent_jobs(mock_discord.guild_id, alice.id))[0]
     assert job.params.steps == 3  # the flag wins over the user's default
-    assert job.params.num_images == 2 and job.params.cfg == 7.5  # the user's defaults
+    assert job.params.num_images == 2 and job.params.cfg == 5.5  # the user's defaults
     assert [c for c in grid.custom_ids if c.startswith("ib:u:")] == [f"ib:u:{job.id}:1", f"ib:u:{job.id}:2"]
 
     await mock_discord.click(panel, button(panel, "Reset all"), user=alice)

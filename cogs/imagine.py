@@ -217,15 +217,16 @@ class Imagine(commands.Cog):
         source: Image.Image | None = None,
         parent: Job | None = None,
     ) -> None:
+        # The message first: a job must never run with no message to follow it.
+        message = await interaction.original_response()
         job = await self.bot.store.reserve_job(new)  # Forbidden / QuotaExceeded: nothing was taken
+        await self.bot.store.set_message(job.id, message.channel.id, message.id)
+        job = replace(job, channel_id=message.channel.id, message_id=message.id)
         try:
             handle = self.bot.executor.submit(JobRequest(job.id, job.user_id, job.kind, spec, source))
         except QueueFull:
             await self.bot.store.finish_job(job.id, JobStatus.CANCELLED, error="queue full")
             raise
-        message = await interaction.original_response()
-        await self.bot.store.set_message(job.id, message.channel.id, message.id)
-        job = replace(job, channel_id=message.channel.id, message_id=message.id)
         writer = JobMessage(
             self.bot, message.channel.id, message.id, interaction, self.bot.settings.preview_min_interval
         )

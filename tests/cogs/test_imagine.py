@@ -318,3 +318,19 @@ async def test_failed_job_is_refunded_and_retried_by_its_reroll_button(
     retry = await running.store.get_job(job_id_of(grid))
     assert retry is not None and retry.kind is JobKind.IMAGINE
     assert retry.params.seeds == (77, 78, 79, 80)  # the very same job, not a new seed
+
+
+async def test_queue_cap_refuses_privately_and_charges_nothing(
+    mock_discord: Any, bot_factory: BotFactory
+) -> None:
+    running = await bot_factory(max_queued_per_user=1, preview_every=1)
+    alice = mock_discord.alice
+    first = await mock_discord.send_command("imagine", {"prompt": "one --steps 150"}, user=alice)
+    await mock_discord.wait_for_response(first, lambda m: "🎨" in m.content, timeout=TIMEOUT)  # running
+    second = await mock_discord.send_command("imagine", {"prompt": "two --steps 2"}, user=alice)
+    await mock_discord.wait_for_response(second, lambda m: "next in line" in m.content, timeout=TIMEOUT)
+    third = await mock_discord.send_command("imagine", {"prompt": "three --steps 2"}, user=alice)
+    assert "the most allowed is 1" in await refusal(mock_discord, third)
+    assert (await running.store.quota_status(mock_discord.guild_id, alice.id)).used == 8  # not 12
+    refused = (await running.store.recent_jobs(mock_discord.guild_id, alice.id))[0]
+    assert refused.params.prompt == "three" and refused.status is JobStatus.CANCELLED

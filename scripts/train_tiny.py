@@ -43,6 +43,7 @@ from imaginebot.tinymodel.vocab import BOS, EOS
 MAX_TOKENS = 32  # the longest caption is 13 tokens; room for typed prompts
 TEXT_HIDDEN = 128
 VAE_CROP = 48  # VAE training crops, in pixels (a multiple of 4)
+OFFSET_NOISE = 0.15
 # SD 1.x's noise schedule, so that every sampler the engine offers knows what to do with this model.
 SCHEDULE = dict(
     num_train_timesteps=1000,
@@ -250,7 +251,11 @@ def train_denoiser(
         drop = torch.rand(batch, generator=gen) < 0.1  # classifier-free guidance: learn "no caption" too
         input_ids = torch.where(drop[:, None], empty_ids[None, :], input_ids)
         x0 = latents[idx]
+        # Offset noise: SD's schedule leaves a trace of the picture at t=999 (alpha_bar 0.005), and a flat
+        # background is the one thing that survives averaging 256 latent pixels: without an offset the
+        # model reads the background from the noise instead of the caption, and picks it by seed.
         noise = torch.randn(x0.shape, generator=gen)
+        noise = noise + OFFSET_NOISE * torch.randn((batch, x0.shape[1], 1, 1), generator=gen)
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch,), generator=gen)
         noisy = noise_scheduler.add_noise(x0, noise, t)
         prompt_embeds = text_encoder(input_ids).last_hidden_state
@@ -313,12 +318,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("imaginebot/models/shapes-64"))
     parser.add_argument("--images", type=int, default=12000, help="training pictures drawn")
-    parser.add_argument("--vae-steps", type=int, default=500)
+    parser.add_argument("--vae-steps", type=int, default=1200)
     parser.add_argument("--vae-batch", type=int, default=16)
     parser.add_argument("--unet-steps", type=int, default=2400)
     parser.add_argument("--unet-batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, default=Path(".train"), help="scratch folder (git-ignored)")
+    parser.add_argument(
+        "--reuse-vae",
+        action="store_true",
+        help="skip stage 1 if WORK/vae was trained with the same seed and settings (same result, less time)",
+    )
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -335,14 +345,25 @@ def main() -> None:
 
     vae = make_vae()
     log(f"vae: {sum(p.numel() for p in vae.parameters()) / 1e6:.2f}M parameters")
-    train_vae(vae, pixels, args.vae_steps, args.vae_batch, gen)
-    vae.save_pretrained(args.work / "vae", safe_serialization=True)  # to look at while the rest trains
+    stamp = {k: vars(args)[k] for k in ("seed", "images", "vae_steps", "vae_batch", "threads")}
+    stamp_file = args.work / "vae" / "stamp.json"
+    if args.reuse_vae and stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp:
+        vae = AutoencoderKL.from_pretrained(args.work / "vae")
+        log(f"vae: reused {args.work / 'vae'} (trained with {stamp})")
+    else:
+        train_vae(vae, pixels, args.vae_steps, args.vae_batch, gen)
+        vae.save_pretrained(args.work / "vae", safe_serialization=True)
+        stamp_file.write_text(json.dumps(stamp) + "\n")
+    vae.eval()
     raw = encode_all(vae, pixels)
     scaling_factor = float(1.0 / raw.std())
     vae.register_to_config(scaling_factor=scaling_factor)
     latents = raw * scaling_factor
     log(f"latents {tuple(latents.shape)}, scaling_factor {scaling_factor:.4f} ({time.time() - start:.0f}s)")
 
+    # Stage 2 draws from its own seed, so that it is the same whether stage 1 ran or was reused.
+    torch.manual_seed(args.seed + 1)
+    gen = torch.Generator().manual_seed(args.seed + 1)
     vocab = tokenizer.get_vocab()
     text_encoder = make_text_encoder(len(vocab), vocab[BOS], vocab[EOS])
     unet = make_unet()

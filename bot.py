@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 from typing import Any
 
@@ -29,6 +30,10 @@ from imaginebot.executor import Executor
 from imaginebot.store import Store
 
 log = logging.getLogger("imaginebot")
+
+# torch's idle OpenMP threads spin by default, taking the CPU from the event loop on a small machine.
+# Read when torch is first imported, which is after this line (load_engine imports it lazily).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 COGS = ("cogs.imagine", "cogs.moderation", "cogs.settings")
 

@@ -11,6 +11,8 @@ if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/
 fi
 
 export PYTHONDONTWRITEBYTECODE=1
+# torch's idle OpenMP threads spin by default; on 2 cores that starves the event loop of the tests' bots.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 echo "== ruff"
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .

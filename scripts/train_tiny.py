@@ -320,7 +320,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=12000, help="training pictures drawn")
     parser.add_argument("--vae-steps", type=int, default=1200)
     parser.add_argument("--vae-batch", type=int, default=16)
-    parser.add_argument("--unet-steps", type=int, default=2400)
+    parser.add_argument("--unet-steps", type=int, default=4500)
     parser.add_argument("--unet-batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, default=Path(".train"), help="scratch folder (git-ignored)")

@@ -257,11 +257,6 @@ def test_follows_held_out_prompts_colours(held_out_tiles: list[Tile]) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="shapes-64 (2 400 training steps) draws blobs: 48% of held-out tiles have the asked shape; "
-    "issue 6 asks 75% (see MODEL.md, Limits)",
-)
 def test_follows_held_out_prompts_shapes(held_out_tiles: list[Tile], classify: ShapeClassifier) -> None:
     shape_ok = sum(classify(image) == s.shape for s, image in held_out_tiles) / len(held_out_tiles)
     print(f"{len(held_out_tiles)} tiles: shape {shape_ok:.1%}")
@@ -275,7 +270,7 @@ def red_share(images: Sequence[Image.Image]) -> float:
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="shapes-64 barely reacts to a negative prompt: red share 0.228 without --no red, 0.226 with it "
+    reason="shapes-64 does not react to a negative prompt: red share 0.216 without --no red, 0.221 with it "
     "(see MODEL.md, Limits)",
 )
 def test_negative_prompt_takes_red_away(generate: Generate) -> None:

@@ -56,7 +56,6 @@ class JobMessage:
     _latest: Render | None = None
     _dirty: asyncio.Event = field(default_factory=asyncio.Event)
     _last_edit: float = float("-inf")
-    edits: int = 0
 
     def show(self, render: Render) -> None:
         """Replace whatever is waiting to be sent by ``render`` (only the latest state matters)."""
@@ -77,7 +76,6 @@ class JobMessage:
             assert render is not None
             await self._edit(render)
             self._last_edit = self.clock()
-            self.edits += 1
             if render.final:
                 return
 
@@ -114,13 +112,3 @@ class JobMessage:
             await channel.get_partial_message(self.message_id).edit(**kwargs)
         except discord.NotFound as error:
             raise MessageGone(f"message {self.message_id}: {error.text or 'not found'}") from error
-
-
-async def post_in_channel(bot: discord.Client, channel_id: int, render: Render) -> discord.Message:
-    """A new message through the bot token (when there is no interaction to answer)."""
-    channel = bot.get_partial_messageable(channel_id)
-    files = [discord.File(io.BytesIO(render.image), filename=render.filename)] if render.image else []
-    kwargs: dict[str, Any] = {"content": render.content, "files": files}
-    if render.view is not None:
-        kwargs["view"] = render.view
-    return await channel.send(**kwargs)

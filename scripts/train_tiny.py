@@ -16,6 +16,7 @@ scheduler/) that any Stable Diffusion loader reads. Same seed, same thread count
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -320,14 +321,14 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=12000, help="training pictures drawn")
     parser.add_argument("--vae-steps", type=int, default=1200)
     parser.add_argument("--vae-batch", type=int, default=16)
-    parser.add_argument("--unet-steps", type=int, default=4500)
+    parser.add_argument("--unet-steps", type=int, default=5500)
     parser.add_argument("--unet-batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, default=Path(".train"), help="scratch folder (git-ignored)")
     parser.add_argument(
         "--reuse-vae",
         action="store_true",
-        help="skip stage 1 if WORK/vae was trained with the same seed and settings (same result, less time)",
+        help="skip stage 1 if WORK/vae was trained on the same pictures and settings (same result, faster)",
     )
     args = parser.parse_args()
 
@@ -345,7 +346,11 @@ def main() -> None:
 
     vae = make_vae()
     log(f"vae: {sum(p.numel() for p in vae.parameters()) / 1e6:.2f}M parameters")
-    stamp = {k: vars(args)[k] for k in ("seed", "images", "vae_steps", "vae_batch", "threads")}
+    stamp: dict[str, object] = {
+        k: vars(args)[k] for k in ("seed", "images", "vae_steps", "vae_batch", "threads")
+    }
+    # The pictures themselves, so that a change to the drawing or caption code never reuses a stale VAE.
+    stamp["pixels_sha256"] = hashlib.sha256(pixels.numpy().tobytes()).hexdigest()
     stamp_file = args.work / "vae" / "stamp.json"
     if args.reuse_vae and stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp:
         vae = AutoencoderKL.from_pretrained(args.work / "vae")

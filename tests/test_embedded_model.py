@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageFilter
+from scipy.ndimage import binary_erosion
 
 import imaginebot
 from imaginebot.tinymodel import (
@@ -60,10 +61,17 @@ def colours_of(image: Image.Image) -> tuple[str, str | None, np.ndarray]:
     idx = palette_indices(image)
     counts = np.bincount(idx.ravel(), minlength=len(COLOURS))
     background = int(counts.argmax())
+    shape = idx != background
+    if shape.sum() < _MIN_FOREGROUND:
+        return COLOURS[background], None, np.zeros(idx.shape, dtype=bool)
+    # The shape's colour is read from its interior, as a person reads it: along a soft edge the blend of
+    # shape and background can be nearest a third palette colour (red on blue blends to purple, orange on
+    # white to yellow), and around a small shape that rim outnumbers the inside.
+    interior = binary_erosion(shape)
+    inside = interior if interior.sum() >= 4 else shape
+    counts = np.bincount(idx[inside], minlength=len(COLOURS))
     counts[background] = 0
     foreground = int(counts.argmax())
-    if counts[foreground] < _MIN_FOREGROUND:
-        return COLOURS[background], None, np.zeros(idx.shape, dtype=bool)
     return COLOURS[background], COLOURS[foreground], idx == foreground
 
 
@@ -229,7 +237,7 @@ def test_the_judge_is_right_about_synthetic_pictures(classify: ShapeClassifier) 
     colours_ok = sum(
         colours_of(im)[:2] == (s.background, s.colour) for s, im in zip(scenes, soft, strict=True)
     )
-    assert colours_ok / len(scenes) >= 0.97  # blur can mix a small shape's colour with its background's
+    assert colours_ok / len(scenes) >= 0.99  # even where blur mixes a small shape's edge with the background
     for images in (sharp, soft):
         correct = sum(classify(im) == s.shape for s, im in zip(scenes, images, strict=True))
         assert correct / len(scenes) >= 0.95
@@ -267,19 +275,45 @@ def red_share(images: Sequence[Image.Image]) -> float:
     return float(np.mean([(palette_indices(im) == COLOURS.index("red")).mean() for im in images]))
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="shapes-64 does not react to a negative prompt: red share 0.216 without --no red, 0.221 with it "
-    "(see MODEL.md, Limits)",
+def red_tiles(images: Sequence[Image.Image]) -> tuple[int, int]:
+    """(tiles whose shape is red, tiles whose background is red)."""
+    judged = [colours_of(im) for im in images]
+    return sum(fg == "red" for _, fg, _ in judged), sum(bg == "red" for bg, _, _ in judged)
+
+
+# "--no red" is for keeping red out of what the prompt leaves open: these prompts leave open the shape's
+# colour, the background's, or both, so that some seeds draw red without the negative prompt. (A prompt
+# that asks for red itself, "a red circle --no red", contradicts itself; the prompt wins, as in Stable
+# Diffusion: see MODEL.md, Limits.)
+NEGATIVE_PROMPT_CASES = (
+    "a large circle on a white background, in the center",  # the shape's colour is open
+    "a small blue star",  # the background's colour is open
+    "a large square",  # both are open
 )
+
+
+@pytest.mark.slow
 def test_negative_prompt_takes_red_away(generate: Generate) -> None:
-    seeds = (10, 11, 12, 13)
-    prompt = "a large red circle on a white background, in the center"
-    with_red = red_share(generate(prompt, "", seeds))
-    without = red_share(generate(prompt, "red", seeds))
-    assert with_red > 0.1  # the prompt alone draws red
-    assert without < 0.75 * with_red
+    seeds = tuple(range(10, 42))
+    red_shapes = [0, 0]  # without, with "--no red"; summed over the prompts
+    red_backgrounds = [0, 0]
+    for prompt in NEGATIVE_PROMPT_CASES:
+        plain, negative = generate(prompt, "", seeds), generate(prompt, "red", seeds)
+        (shapes, backgrounds), (shapes_no, backgrounds_no) = red_tiles(plain), red_tiles(negative)
+        print(
+            f"{prompt!r}: red share {red_share(plain):.3f} -> {red_share(negative):.3f}, red shapes "
+            f"{shapes} -> {shapes_no}, red backgrounds {backgrounds} -> {backgrounds_no} of {len(seeds)}"
+        )
+        assert red_share(plain) > 0.0
+        assert red_share(negative) < 0.75 * red_share(plain), prompt
+        red_shapes[0] += shapes
+        red_shapes[1] += shapes_no
+        red_backgrounds[0] += backgrounds
+        red_backgrounds[1] += backgrounds_no
+    # Without "--no red" some seeds do draw a red shape and some a red background; with it, fewer do.
+    assert red_shapes[0] >= 2 and red_backgrounds[0] >= 2
+    assert red_shapes[1] < red_shapes[0]
+    assert red_backgrounds[1] < red_backgrounds[0]
 
 
 @pytest.mark.slow

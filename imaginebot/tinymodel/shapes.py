@@ -128,6 +128,10 @@ def random_caption(scene: Scene, rng: random.Random) -> str:
     if roll < 0.9:
         parts = ("size", "colour", "shape", "background", "position")
         return caption(scene, omit=frozenset(p for p in parts if rng.random() < 0.35))
+    if rng.random() < 0.3:
+        # One colour word alone names either of the picture's colours: "red" means "red somewhere", so that
+        # "--no red" steers away from a red background as much as from a red shape.
+        return rng.choice((scene.colour, scene.background))
     bare = [scene.colour, scene.shape, f"{scene.background} {BACKGROUND}", scene.size, scene.position]
     return " ".join(w for w in bare if rng.random() < 0.5) or scene.colour
 

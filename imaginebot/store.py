@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, time, timedelta
@@ -110,6 +111,27 @@ def _quota_message(needed: int, status: QuotaStatus, now: datetime) -> str:
 # -- the store -----------------------------------------------------------------------------------------
 
 
+async def _enable_wal(db: aiosqlite.Connection, timeout_s: float = 10.0) -> None:
+    """Switch the database file to WAL mode (persistent: a no-op once any connection has done it).
+
+    The switch needs the file to itself, and SQLite answers "database is locked" at once, without waiting
+    out busy_timeout, while another connection is opening it: so when several processes or Stores open a
+    new database together, the ones that lose the race retry here for up to ``timeout_s``.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    delay = 0.01
+    while True:
+        try:
+            await db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or loop.time() + delay > deadline:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.25)
+
+
 class Store:
     """Open with ``await Store.open(data_dir)``; close with ``await store.close()`` (or ``async with``)."""
 
@@ -139,7 +161,7 @@ class Store:
         try:
             db.row_factory = aiosqlite.Row
             await db.execute("PRAGMA busy_timeout = 10000")
-            await db.execute("PRAGMA journal_mode = WAL")
+            await _enable_wal(db)
             await db.execute("PRAGMA synchronous = NORMAL")  # with WAL: durable at checkpoints, much faster
             await db.execute("PRAGMA foreign_keys = ON")
             await migrate(db)

@@ -178,7 +178,9 @@ def make_unet() -> UNet2DConditionModel:
 
 def train_vae(vae: AutoencoderKL, pixels: torch.Tensor, steps: int, batch: int, gen: torch.Generator) -> None:
     opt = torch.optim.AdamW(vae.parameters(), lr=2e-3, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.05)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=2e-3, total_steps=steps, pct_start=max(0.05, 2 / steps)
+    )
     vae.train()
     t0 = time.time()
     for step in range(1, steps + 1):
@@ -240,7 +242,9 @@ def train_denoiser(
     loss_weight = torch.clamp(snr, max=5.0) / snr  # Min-SNR-5: don't spend the model on invisible detail
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=1.5e-3, weight_decay=1e-2)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1.5e-3, total_steps=steps, pct_start=0.03)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=1.5e-3, total_steps=steps, pct_start=max(0.03, 2 / steps)
+    )
     ema = EMA([unet, text_encoder], decay=0.995)
     unet.train()
     text_encoder.train()

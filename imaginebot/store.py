@@ -126,7 +126,8 @@ async def _enable_wal(db: aiosqlite.Connection, timeout_s: float = 10.0) -> None
             await db.execute("PRAGMA journal_mode = WAL")
             return
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or loop.time() + delay > deadline:
+            busy = exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            if not busy or loop.time() + delay > deadline:
                 raise
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.25)

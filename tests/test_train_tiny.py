@@ -5,6 +5,7 @@ writes a checkpoint the bot's engine loads, and the same seed gives the same fil
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,19 +42,27 @@ def train(work: Path, out: Path, *extra: str) -> str:
     return done.stdout
 
 
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """(work folder, checkpoint, log) of one toy training run from scratch."""
+    root = tmp_path_factory.mktemp("train")
+    return root / "work", root / "first", train(root / "work", root / "first")
+
+
 @pytest.mark.slow
-def test_training_writes_a_checkpoint_the_engine_loads_and_is_reproducible(tmp_path: Path) -> None:
+def test_training_writes_a_checkpoint_the_engine_loads_and_is_reproducible(
+    first_run: tuple[Path, Path, str], tmp_path: Path
+) -> None:
     from imaginebot.engine import GenerateSpec, load_engine
 
-    work = tmp_path / "work"
-    first = train(work, tmp_path / "first")
-    assert "vae 8/8" in first and "unet 8/8" in first
+    work, first, log = first_run
+    assert "vae 8/8" in log and "unet 8/8" in log
     again = train(work, tmp_path / "again", "--reuse-vae")
     assert "vae: reused" in again and "vae 8/8" not in again
     for name in WEIGHTS:  # same seed, same pictures: byte for byte the same model
-        assert (tmp_path / "first" / name).read_bytes() == (tmp_path / "again" / name).read_bytes(), name
+        assert (first / name).read_bytes() == (tmp_path / "again" / name).read_bytes(), name
 
-    engine = load_engine(tmp_path / "first", device="cpu", dtype="float32")
+    engine = load_engine(first, device="cpu", dtype="float32")
     assert engine.native_size == 64
     spec = GenerateSpec(
         prompt="a small red circle on a blue background, top left",
@@ -70,9 +79,11 @@ def test_training_writes_a_checkpoint_the_engine_loads_and_is_reproducible(tmp_p
 
 
 @pytest.mark.slow
-def test_reuse_vae_retrains_when_the_pictures_differ(tmp_path: Path) -> None:
+def test_reuse_vae_retrains_when_the_pictures_differ(
+    first_run: tuple[Path, Path, str], tmp_path: Path
+) -> None:
     work = tmp_path / "work"
-    train(work, tmp_path / "first")
+    shutil.copytree(first_run[0], work)
     # As if the drawing code had changed since stage 1 ran: same seed and settings, other pictures.
     stamp_file = work / "vae" / "stamp.json"
     stamp = json.loads(stamp_file.read_text())

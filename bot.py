@@ -4,8 +4,12 @@
     python bot.py --discord               real Discord with the token and model from .env
     python bot.py --discord-url URL       any Discord-compatible server
 
-Reads the settings, builds the store, the engine and the executor, and runs the Bot with them. Logging
-is set up here and nowhere else.
+Reads the settings, builds the store, the engine, the executor and the job service, and runs the Bot with
+them. Logging is set up here and nowhere else.
+
+At start, Discord unreachable or answering 5xx gets one line per try and another try, with backoff and
+jitter, until it answers; a token Discord refuses (401) gets one line and exit status 1. The token is
+never printed or logged.
 """
 
 from __future__ import annotations
@@ -16,17 +20,22 @@ import contextlib
 import logging
 import os
 import sys
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
+import aiohttp
 import discord
 from discord import app_commands
 from discord.ext import commands
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
 
 from cogs.common import tell
 from imaginebot.config import Settings, load_settings
 from imaginebot.discord_url import use_discord_url
 from imaginebot.errors import ConfigError, ImagineError, ModelNotFound
 from imaginebot.executor import Executor
+from imaginebot.jobs import DeliveryPolicy, JobService
 from imaginebot.store import Store
 
 log = logging.getLogger("imaginebot")
@@ -39,11 +48,10 @@ COGS = ("cogs.imagine", "cogs.moderation", "cogs.settings")
 
 
 class ImagineBot(commands.Bot):
-    """The Bot with what the cogs need: settings, the store, the executor and the model's native size."""
+    """The Bot with what the cogs need: the settings, the store (quotas, settings, moderation) and the job
+    service (everything about a job)."""
 
-    def __init__(
-        self, settings: Settings, store: Store, executor: Executor, *, native_size: int, **options: Any
-    ) -> None:
+    def __init__(self, settings: Settings, store: Store, jobs: JobService, **options: Any) -> None:
         # The bot never joins voice: don't warn that voice libraries are missing.
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         # Slash commands and buttons need no privileged intent (no message content, no member list).
@@ -52,19 +60,16 @@ class ImagineBot(commands.Bot):
         super().__init__(command_prefix=commands.when_mentioned, intents=intents, **options)
         self.settings = settings
         self.store = store
-        self.executor = executor
-        self.native_size = native_size
+        self.jobs = jobs
 
     async def setup_hook(self) -> None:
         self.tree.error(self.on_app_command_error)
         for name in COGS:
             await self.load_extension(name)
-        if self.settings.guild_id:
-            guild = discord.Object(self.settings.guild_id)
+        guild = discord.Object(self.settings.guild_id) if self.settings.guild_id else None
+        if guild is not None:
             self.tree.copy_global_to(guild=guild)
-            await self.tree.sync(guild=guild)
-        else:
-            await self.tree.sync()
+        await until_discord_answers("Syncing the slash commands", lambda: self.tree.sync(guild=guild))
 
     async def on_app_command_error(
         self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
@@ -83,6 +88,56 @@ class ImagineBot(commands.Bot):
             await tell(interaction, message)
         except discord.HTTPException:
             log.warning("could not tell the user about an error", exc_info=True)
+
+
+def _transient(error: BaseException) -> bool:
+    """Worth another try at start: Discord unreachable, timing out, rate limiting or answering 5xx."""
+    if isinstance(error, discord.HTTPException):
+        return error.status == 429 or error.status >= 500
+    return isinstance(error, aiohttp.ClientError | OSError | TimeoutError)
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, discord.HTTPException):
+        return f"Discord answered {error.status} {error.response.reason or ''}".rstrip()
+    return str(error) or type(error).__name__
+
+
+async def until_discord_answers(
+    what: str, call: Callable[[], Awaitable[Any]], *, max_wait: float = 60.0
+) -> Any:
+    """``call()``, tried again with exponential backoff and jitter (at most ``max_wait`` s apart) for as long
+    as Discord is unreachable or answering 5xx; one line in the log per failed try, no traceback."""
+
+    def say(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.warning("%s failed: %s. Trying again in %.0f s.", what, _describe(error) if error else "?", wait)
+
+    retrying = AsyncRetrying(
+        retry=retry_if_exception(_transient),
+        wait=wait_random_exponential(multiplier=1, max=max_wait),
+        before_sleep=say,
+        reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:
+            return await call()
+    raise AssertionError("unreachable: AsyncRetrying either returns or raises")
+
+
+def job_service(settings: Settings, store: Store, executor: Executor, native_size: int) -> JobService:
+    return JobService(
+        store,
+        executor,
+        defaults=settings.request_defaults,
+        native_size=native_size,
+        preview_min_interval=settings.preview_min_interval,
+        delivery=DeliveryPolicy(
+            give_up_after=timedelta(hours=settings.delivery_give_up_hours),
+            retry_max_s=settings.delivery_retry_max,
+        ),
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -137,10 +192,14 @@ async def run(settings: Settings, *, mock: bool) -> None:
         )
         await executor.start()
         stack.push_async_callback(executor.stop)
-        async with ImagineBot(settings, store, executor, native_size=engine.native_size) as bot:
+        # Closed before the executor stops: what it was following stays in the store for the next start.
+        jobs = await stack.enter_async_context(job_service(settings, store, executor, engine.native_size))
+        async with ImagineBot(settings, store, jobs) as bot:
+            where = url or "https://discord.com"
+            await until_discord_answers(f"Logging in to Discord at {where}", lambda: bot.login(token))
             if mock:
                 print(f"\nThe local Discord is ready: open {server.page_url} in a browser.\n", flush=True)
-            await bot.start(token)
+            await bot.connect()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,6 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ModelNotFound) as error:
         print(error, file=sys.stderr)
         return 2
+    except discord.LoginFailure:
+        log.error(
+            "Discord refused the bot token (401 Unauthorized): set IMAGINEBOT_DISCORD_TOKEN in .env to the"
+            " token from the developer portal (Bot → Reset Token)."
+        )
+        return 1
     except KeyboardInterrupt:
         pass
     return 0

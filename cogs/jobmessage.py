@@ -1,114 +1,166 @@
-"""One job's message in Discord: edited in place as the job moves, never faster than Discord allows.
+"""One job's message in Discord: its buttons, and ``DiscordReply``, the job service's delivery port.
 
-The writer keeps only the latest state (a newer preview replaces an unsent one), waits at least
-``min_interval`` between two edits of the message, and lets discord.py sleep through a 429 on its own
-time: the GPU thread never waits for any of this. Edits go through the interaction token while it is
-young and through the bot token (a plain channel message edit) once it is near its 15-minute end, so a
-job that finishes late still reaches the user. A message the user deleted (404) ends the job.
+Edits go through the interaction token while it is young (14 of its 15 minutes) and through the bot token
+(a plain channel message edit) after, so a job that finishes late still reaches its user. Where the message
+cannot be edited at all any more (no access to the channel, or Discord's cap on edits of old messages), the
+final state is posted as a new message that mentions the user and links to the original.
+
+Discord's failures are translated for the service here, and only here: a deleted message or channel (404
+10008/10003) is ``MessageGone``; 429s, 5xx answers, timeouts and lost connections are ``DeliveryFailed``,
+which the service retries for the final state and drops for previews. discord.py itself already sleeps
+through a few 429s (and 5xx answers on the interaction webhook) before it gives up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
-import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+import aiohttp
 import discord
+
+from cogs import render
+from imaginebot.jobs import Action, DeliveryFailed, JobView, MessageGone, Update, Working, next_actions
+from imaginebot.store_models import Job
 
 log = logging.getLogger(__name__)
 
 # Discord's interaction tokens live 15 minutes; switch to the bot token with a margin for slow edits.
 TOKEN_LIFETIME = timedelta(minutes=14)
-UNKNOWN_MESSAGE = 10008
-UNKNOWN_WEBHOOK = 10015
+UNKNOWN_CHANNEL, UNKNOWN_MESSAGE, UNKNOWN_WEBHOOK = 10003, 10008, 10015
 INVALID_WEBHOOK_TOKEN = 50027
+OLD_MESSAGE_EDIT_CAP = 30046  # "Maximum number of edits to messages older than 1 hour reached"
+
+# ib:<action>:<job id>:<tile>; tile 1-4 for U/V, 0 where no tile applies. Well under Discord's 100 chars.
+CUSTOM_ID = rf"ib:(?P<action>[{''.join(Action)}]):(?P<job>[0-9]{{1,20}}):(?P<tile>[0-4])"
 
 
-class MessageGone(Exception):
-    """The message was deleted (or its channel is gone): nobody is watching this job any more."""
+class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CUSTOM_ID):
+    """Every button on a job's message. Its state is its custom_id and the store, so it works after the
+    view's timeout, after the 15-minute token and after a restart."""
+
+    def __init__(self, action: Action, job_id: int, tile: int = 0) -> None:
+        label, emoji, style = render.button_look(action, tile)
+        custom_id = f"ib:{action}:{job_id}:{tile}"
+        row = render.button_row(action)
+        super().__init__(
+            discord.ui.Button(label=label, emoji=emoji, style=style, row=row, custom_id=custom_id)
+        )
+        self.action, self.job_id, self.tile = action, job_id, tile
+
+    @classmethod
+    async def from_custom_id(  # type: ignore[override]
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Button[Any], match: Any, /
+    ) -> JobButton:
+        return cls(Action(match["action"]), int(match["job"]), int(match["tile"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        cog: Any = interaction.client.get_cog("Imagine")
+        await cog.on_button(interaction, self.action, self.job_id, self.tile)
 
 
-@dataclass
-class Render:
-    """What the message should show: text, at most one picture, and the buttons."""
-
-    content: str
-    image: bytes | None = None
-    filename: str = "image.png"
-    view: discord.ui.View | None = None
-    final: bool = False  # the last state: the writer stops after sending it
+def job_buttons(job: Job) -> discord.ui.View:
+    """The buttons a job's message shows in its state (none: an empty view clears them)."""
+    view = discord.ui.View(timeout=None)
+    for action, tile in next_actions(job):
+        view.add_item(JobButton(action, job.id, tile))
+    return view
 
 
-@dataclass
-class JobMessage:
-    """Edits one message. ``show()`` never blocks; ``run()`` is the writer task."""
+class _CannotEdit(Exception):
+    """Neither token may edit the message any more; a new message has to carry the result."""
 
-    bot: discord.Client
-    channel_id: int
-    message_id: int
-    interaction: discord.Interaction[Any] | None = None
-    min_interval: float = 1.0
-    clock: Any = time.monotonic
-    _latest: Render | None = None
-    _dirty: asyncio.Event = field(default_factory=asyncio.Event)
-    _last_edit: float = float("-inf")
 
-    def show(self, render: Render) -> None:
-        """Replace whatever is waiting to be sent by ``render`` (only the latest state matters)."""
-        if self._latest is not None and self._latest.final:
-            return  # the final state is never overwritten
-        self._latest = render
-        self._dirty.set()
+class DiscordReply:
+    """The delivery port (``imaginebot.jobs.Reply``) for one job's message."""
 
-    async def run(self) -> None:
-        """Send states until the final one is sent. Raises MessageGone if the message was deleted."""
-        while True:
-            await self._dirty.wait()
-            wait = self._last_edit + self.min_interval - self.clock()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            self._dirty.clear()
-            render = self._latest
-            assert render is not None
-            await self._edit(render)
-            self._last_edit = self.clock()
-            if render.final:
-                return
+    def __init__(self, bot: discord.Client, interaction: discord.Interaction[Any] | None = None) -> None:
+        self.bot = bot
+        self.interaction = interaction
+
+    async def show(self, view: JobView, update: Update) -> None:
+        image = None
+        if isinstance(update, Working) and update.preview is not None:
+            image = await asyncio.to_thread(render.encode_preview, update.preview)
+        await self._edit(view.job, render.progress(view, update), image, "preview.jpg")
+
+    async def deliver(self, view: JobView) -> int | None:
+        job, data, filename = view.job, None, ""
+        if view.picture is not None:
+            encoded = await asyncio.to_thread(render.encode_picture, view.picture)
+            data, filename = encoded.data, f"{render.file_stem(job)}{encoded.filename_suffix}"
+        try:
+            await self._edit(job, render.final(view), data, filename)
+            return None
+        except _CannotEdit as error:
+            log.info("job %s: %s; posting the result as a new message", job.id, error)
+        channel = self.bot.get_partial_messageable(job.channel_id)
+        with _translated():
+            message = await channel.send(
+                render.reposted(view),
+                files=_files(data, filename),
+                view=job_buttons(job),
+                allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.user_id)]),
+            )
+        return message.id
 
     def _token_fresh(self) -> bool:
         if self.interaction is None:
             return False
         return discord.utils.utcnow() - self.interaction.created_at < TOKEN_LIFETIME
 
-    async def _edit(self, render: Render) -> None:
-        attachments = (
-            [discord.File(io.BytesIO(render.image), filename=render.filename)]
-            if render.image is not None
-            else []
-        )
-        kwargs: dict[str, Any] = {"content": render.content, "attachments": attachments, "view": render.view}
-        try:
-            if self._token_fresh():
-                assert self.interaction is not None
+    async def _edit(self, job: Job, content: str, data: bytes | None, filename: str) -> None:
+        if job.message_id is None:
+            raise MessageGone(f"job {job.id} has no message")
+        with _translated():
+            if self.interaction is not None and self._token_fresh():
                 try:
-                    await self.interaction.edit_original_response(**kwargs)
+                    await self.interaction.edit_original_response(
+                        content=content, attachments=_files(data, filename), view=job_buttons(job)
+                    )
                     return
                 except discord.HTTPException as error:
-                    if error.code not in (INVALID_WEBHOOK_TOKEN, UNKNOWN_WEBHOOK) and error.status != 401:
+                    if error.status != 401 and error.code not in (INVALID_WEBHOOK_TOKEN, UNKNOWN_WEBHOOK):
                         raise
-                    log.info(
-                        "message %s: interaction token expired early, using the bot token", self.message_id
-                    )
+                    log.info("job %s: interaction token expired early, using the bot token", job.id)
                     self.interaction = None
-                    if attachments:  # a File is read once: make a fresh one for the second try
-                        kwargs["attachments"] = [
-                            discord.File(io.BytesIO(render.image or b""), render.filename)
-                        ]
-            channel = self.bot.get_partial_messageable(self.channel_id)
-            await channel.get_partial_message(self.message_id).edit(**kwargs)
-        except discord.NotFound as error:
-            raise MessageGone(f"message {self.message_id}: {error.text or 'not found'}") from error
+            message = self.bot.get_partial_messageable(job.channel_id).get_partial_message(job.message_id)
+            try:
+                await message.edit(content=content, attachments=_files(data, filename), view=job_buttons(job))
+            except discord.Forbidden as error:
+                raise _CannotEdit(f"no access to message {job.message_id}: {_describe(error)}") from error
+            except discord.HTTPException as error:
+                if error.code != OLD_MESSAGE_EDIT_CAP:
+                    raise
+                raise _CannotEdit(f"message {job.message_id} can't be edited again: {error.text}") from error
+
+
+def _files(data: bytes | None, filename: str) -> list[discord.File]:
+    # A File is read once: every try gets a fresh one.
+    return [] if data is None else [discord.File(io.BytesIO(data), filename=filename)]
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """Turn discord.py's and aiohttp's failures into the job service's MessageGone and DeliveryFailed."""
+    try:
+        yield
+    except discord.NotFound as error:
+        if error.code in (UNKNOWN_MESSAGE, UNKNOWN_CHANNEL):
+            raise MessageGone(_describe(error)) from error
+        raise DeliveryFailed(_describe(error)) from error
+    except (discord.HTTPException, aiohttp.ClientError, OSError, TimeoutError) as error:
+        raise DeliveryFailed(_describe(error)) from error
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, discord.HTTPException):
+        what = "rate limited" if error.status == 429 else (error.text or error.response.reason or "")
+        code = f" code {error.code}" if error.code else ""
+        return f"Discord answered {error.status}{code}: {what}".rstrip(": ")
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__

@@ -1,7 +1,9 @@
 """Moderators' commands: daily quotas, blocking students, the banned-words list, the moderation log.
 
-Every command here is checked in code (``interaction_check``) for Manage Server or the configured
-moderator role, and every change is written to the moderation log by the store.
+Every command here is hidden from students in Discord's client (``default_permissions(manage_guild=True)``:
+a server admin can open them to the moderator role in Server Settings → Integrations) and checked in code
+(``interaction_check``) for Manage Server or the configured moderator role, since hiding is not a check.
+Every change is written to the moderation log by the store.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from discord.ext import commands
 
 from cogs.common import guild_id_of, require_moderator, short
 from imaginebot.errors import ImagineError
+from imaginebot.params import normalise_words
 
 if TYPE_CHECKING:
     from bot import ImagineBot
@@ -25,10 +28,22 @@ def _limit(limit: int | None) -> str:
     return "unlimited" if limit is None else f"{limit} images a day"
 
 
+MODERATORS = discord.Permissions(manage_guild=True)  # who sees the commands by default
+
+
 class Moderation(commands.Cog):
-    quota = app_commands.Group(name="quota", description="Daily image quotas (moderators)", guild_only=True)
-    banned = app_commands.Group(name="banned", description="Words not allowed in prompts (moderators)",
-                                guild_only=True)  # fmt: skip
+    quota = app_commands.Group(
+        name="quota",
+        description="Daily image quotas (moderators)",
+        guild_only=True,
+        default_permissions=MODERATORS,
+    )
+    banned = app_commands.Group(
+        name="banned",
+        description="Words not allowed in prompts (moderators)",
+        guild_only=True,
+        default_permissions=MODERATORS,
+    )
 
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
@@ -107,6 +122,7 @@ class Moderation(commands.Cog):
 
     @app_commands.command(name="block")
     @app_commands.guild_only()
+    @app_commands.default_permissions(manage_guild=True)
     @app_commands.describe(user="who may no longer make images here", reason="noted in the moderation log")
     async def block(
         self, interaction: discord.Interaction[ImagineBot], user: discord.Member, reason: str = ""
@@ -115,18 +131,13 @@ class Moderation(commands.Cog):
         await self.bot.store.block_user(
             guild_id_of(interaction), user.id, by=interaction.user.id, reason=reason
         )
-        executor = self.bot.executor
-        snapshot = executor.queue_snapshot()
-        cancelled = sum(
-            executor.cancel(entry.job_id)
-            for entry in (*snapshot.running, *snapshot.queued)
-            if entry.user_id == user.id
-        )
+        cancelled = self.bot.jobs.cancel_user(user.id)
         extra = f" Cancelled {cancelled} waiting job(s)." if cancelled else ""
         await interaction.response.send_message(f"{user.mention} is blocked.{extra}", ephemeral=True)
 
     @app_commands.command(name="unblock")
     @app_commands.guild_only()
+    @app_commands.default_permissions(manage_guild=True)
     @app_commands.describe(user="who may make images again")
     async def unblock(self, interaction: discord.Interaction[ImagineBot], user: discord.Member) -> None:
         """Let a blocked user make images again."""
@@ -142,7 +153,7 @@ class Moderation(commands.Cog):
         self, interaction: discord.Interaction[ImagineBot], word: app_commands.Range[str, 1, 100]
     ) -> None:
         """Refuse prompts that contain a word."""
-        word = " ".join(word.split()).casefold()
+        word = normalise_words(word)
         if not word:
             raise ImagineError("The word is empty: give a word or phrase of 1 to 100 characters.")
         added = await self.bot.store.add_banned_word(guild_id_of(interaction), word, by=interaction.user.id)
@@ -153,7 +164,7 @@ class Moderation(commands.Cog):
     @app_commands.describe(word="the word or phrase to allow again")
     async def banned_remove(self, interaction: discord.Interaction[ImagineBot], word: str) -> None:
         """Allow a banned word again."""
-        word = " ".join(word.split()).casefold()
+        word = normalise_words(word)
         removed = await self.bot.store.remove_banned_word(
             guild_id_of(interaction), word, by=interaction.user.id
         )
@@ -171,6 +182,7 @@ class Moderation(commands.Cog):
 
     @app_commands.command(name="modlog")
     @app_commands.guild_only()
+    @app_commands.default_permissions(manage_guild=True)
     async def modlog(self, interaction: discord.Interaction[ImagineBot]) -> None:
         """The last moderator actions on this server."""
         actions = await self.bot.store.moderation_log(guild_id_of(interaction), limit=20)

@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
-from dataclasses import dataclass
 
 import discord
 from PIL import Image
 
 from cogs.common import short
-from imaginebot.engine.grid import EncodedImage, encode_under_limit, make_grid
-from imaginebot.store_models import Job, JobKind
+from imaginebot.engine.grid import EncodedImage, encode_under_limit
+from imaginebot.jobs import Action, JobView, Update, Waiting
+from imaginebot.store_models import Job, JobKind, JobStatus
 
 PROMPT_CHARS = 300  # of the prompt in the headline; the canonical text below it is complete
-
-
-@dataclass(frozen=True)
-class Context:
-    job: Job
-    parent: Job | None
-    who: str  # the author's mention
+MESSAGE_CHARS = 2000  # Discord refuses longer message content (400 code 50035)
 
 
 def jump_url(job: Job) -> str | None:
@@ -29,9 +22,9 @@ def jump_url(job: Job) -> str | None:
     return f"https://discord.com/channels/{job.guild_id or '@me'}/{job.channel_id}/{job.message_id}"
 
 
-def _headline(context: Context) -> str:
-    job, parent = context.job, context.parent
-    line = f"**{short(job.params.prompt, PROMPT_CHARS)}** — {context.who}"
+def headline(view: JobView) -> str:
+    job, parent = view.job, view.parent
+    line = f"**{short(job.spec.prompt, PROMPT_CHARS)}** — <@{job.user_id}>"
     tile = (job.tile_index or 0) + 1
     link = jump_url(parent) if parent else None
     of = f" of {link}" if link else ""
@@ -47,58 +40,76 @@ def _headline(context: Context) -> str:
     return line
 
 
-def queued(context: Context, position: int) -> str:
-    where = "next in line" if position == 1 else f"position {position} in the queue"
-    return f"{_headline(context)}\n⏳ Waiting — {where}."
+def progress(view: JobView, update: Update) -> str:
+    """While the job waits or runs."""
+    if isinstance(update, Waiting):
+        where = "next in line" if update.position == 1 else f"position {update.position} in the queue"
+        return f"{headline(view)}\n⏳ Waiting — {where}."
+    if update.step <= 0:
+        return f"{headline(view)}\n🎨 Starting…"
+    percent = round(100 * update.step / update.total)
+    return f"{headline(view)}\n🎨 {percent}% ({update.step}/{update.total} steps)"
 
 
-def running(context: Context, step: int, total: int) -> str:
-    if step <= 0:
-        return f"{_headline(context)}\n🎨 Starting…"
-    return f"{_headline(context)}\n🎨 {round(100 * step / total)}% ({step}/{total} steps)"
+def final(view: JobView) -> str:
+    """How the job ended."""
+    job = view.job
+    match job.status:
+        case JobStatus.DONE:
+            seeds = job.spec.seeds
+            seed = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}–{seeds[-1]}"
+            lines = [
+                headline(view),
+                f"`/imagine prompt: {job.prompt_text}`",
+                f"{seed} · {job.elapsed_s or 0:.1f} s",
+            ]
+            if job.note:
+                lines.append(f"ℹ️ {job.note}")
+            text = "\n".join(lines)
+        case JobStatus.FAILED:
+            text = f"{headline(view)}\n⚠️ {job.error} Your images were given back. 🔁 Retry tries again."
+        case JobStatus.CANCELLED:
+            text = f"{headline(view)}\n✖️ Cancelled. Your images were given back."
+        case JobStatus.INTERRUPTED:
+            text = (
+                f"{headline(view)}\n⏹️ Interrupted by a restart of the bot; your images were given back."
+                " 🔁 Retry tries again."
+            )
+        case _:
+            raise ValueError(f"job {job.id} has not ended ({job.status})")
+    return short(text, MESSAGE_CHARS)
 
 
-def done(context: Context, elapsed_s: float, note: str = "") -> str:
-    job = context.job
-    seeds = job.params.seeds
-    seed = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}–{seeds[-1]}"
-    lines = [_headline(context), f"`/imagine prompt: {job.prompt_text}`", f"{seed} · {elapsed_s:.1f} s"]
-    if note:
-        lines.append(f"ℹ️ {note}")
-    return "\n".join(lines)
+def reposted(view: JobView) -> str:
+    """The final state as a new message, where the original could not be edited any more."""
+    link = jump_url(view.job)
+    note = f"\n↪️ The original message ({link}) could not be edited any more." if link else ""
+    return short(f"<@{view.job.user_id}>{note}\n{final(view)}", MESSAGE_CHARS)
 
 
-def failed(context: Context, message: str) -> str:
-    return f"{_headline(context)}\n⚠️ {message} Your images were given back. 🔄 tries again."
-
-
-def cancelled(context: Context) -> str:
-    return f"{_headline(context)}\n✖️ Cancelled. Your images were given back."
-
-
-def interrupted(context: Context) -> str:
-    return (
-        f"{_headline(context)}\n⏹️ Interrupted by a restart of the bot; your images were given back."
-        " 🔄 tries again."
-    )
-
-
-def button_look(action: str, tile: int) -> tuple[str | None, str | None, discord.ButtonStyle]:
+def button_look(action: Action, tile: int) -> tuple[str | None, str | None, discord.ButtonStyle]:
     """(label, emoji, style) of a job button: what a Midjourney user expects to see."""
+    grey = discord.ButtonStyle.secondary
     match action:
-        case "u":
-            return f"U{tile}", None, discord.ButtonStyle.secondary
-        case "v":
-            return f"V{tile}", None, discord.ButtonStyle.secondary
-        case "r":
-            return None, "🔄", discord.ButtonStyle.secondary
-        case "c":
+        case Action.UPSCALE:
+            return f"U{tile}", None, grey
+        case Action.VARY:
+            return f"V{tile}", None, grey
+        case Action.REROLL:
+            return None, "🔄", grey
+        case Action.VARY_SUBTLE:
+            return "Vary (Subtle)", "🪄", grey
+        case Action.VARY_STRONG:
+            return "Vary (Strong)", "🪄", grey
+        case Action.RETRY:
+            return "Retry", "🔁", discord.ButtonStyle.primary
+        case Action.CANCEL:
             return "Cancel", None, discord.ButtonStyle.danger
-        case "s":
-            return "Vary (Subtle)", "🪄", discord.ButtonStyle.secondary
-        case "t":
-            return "Vary (Strong)", "🪄", discord.ButtonStyle.secondary
-    raise ValueError(f"unknown button action {action!r}")
+
+
+def button_row(action: Action) -> int:
+    """Midjourney's layout: U1–U4 on the first row, V1–V4 and 🔄 on the second, anything else first."""
+    return 1 if action in (Action.VARY, Action.REROLL) else 0
 
 
 def encode_preview(image: Image.Image) -> bytes:
@@ -108,12 +119,11 @@ def encode_preview(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def grid_of(images: Sequence[Image.Image]) -> tuple[Image.Image, EncodedImage]:
-    """The picture for the final message (the 2×2 grid, or the one image) and its encoding under 10 MiB."""
-    picture = images[0] if len(images) == 1 else make_grid(images)
-    return picture, encode_under_limit(picture)
+def encode_picture(picture: Image.Image) -> EncodedImage:
+    """The final picture (the grid, or the one image), encoded under Discord's 10 MiB upload limit."""
+    return encode_under_limit(picture)
 
 
 def file_stem(job: Job) -> str:
-    words = "".join(c if c.isalnum() else "_" for c in job.params.prompt.lower()[:40]).strip("_")
+    words = "".join(c if c.isalnum() else "_" for c in job.spec.prompt.lower()[:40]).strip("_")
     return f"{words or 'image'}_{job.id}"

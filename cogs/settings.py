@@ -10,8 +10,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs.common import guild_id_of, short
-from cogs.imagine import defaults_for
 from imaginebot.engine.api import SAMPLERS
+from imaginebot.jobs import defaults_for
 from imaginebot.params import CFG_RANGE, RequestDefaults
 from imaginebot.store_models import UserSettings
 
@@ -126,15 +126,13 @@ class Settings(commands.Cog):
             f"**Today:** {status.used} images made, {limit}; "
             f"resets {discord.utils.format_dt(status.resets_at, 'R')}.",
         ]
-        queued = [e for e in self.bot.executor.queue_snapshot().queued if e.user_id == user]
+        queued = [e for e in self.bot.jobs.queue().queued if e.user_id == user]
         if queued:
             lines.append(f"**Waiting:** {len(queued)} job(s), next at position {queued[0].position}.")
         jobs = await store.recent_jobs(guild_id_of(interaction), user, limit=5)
         if jobs:
             lines.append("**Latest jobs:**")
-            lines += [
-                f"- #{job.id} {job.kind} · {job.status} · {short(job.params.prompt, 60)}" for job in jobs
-            ]
+            lines += [f"- #{job.id} {job.kind} · {job.status} · {short(job.spec.prompt, 60)}" for job in jobs]
         mine = await store.get_settings(user)
         lines.append(describe(defaults_for(self.bot.settings.request_defaults, mine), mine))
         await interaction.response.send_message(short("\n".join(lines), 1900), ephemeral=True)
@@ -142,7 +140,7 @@ class Settings(commands.Cog):
     @app_commands.command(name="queue")
     async def queue(self, interaction: discord.Interaction[ImagineBot]) -> None:
         """What is being made now and what is waiting."""
-        snapshot = self.bot.executor.queue_snapshot()
+        snapshot = self.bot.jobs.queue()
         lines = [f"▶️ <@{e.user_id}> {e.kind}: {short(e.prompt, 80)}" for e in snapshot.running]
         lines += [
             f"{e.position}. <@{e.user_id}> {e.kind}: {short(e.prompt, 80)}" for e in snapshot.queued[:20]

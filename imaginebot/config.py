@@ -7,7 +7,6 @@ allowed. The Discord token is a SecretStr: it is never printed, logged, or echoe
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -17,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imaginebot.engine.api import DEFAULT_SAMPLER, SAMPLERS
 from imaginebot.errors import ConfigError
-from imaginebot.params import CFG_RANGE, IMAGES_RANGE, MAX_ASPECT, STEPS_RANGE, RequestDefaults
+from imaginebot.params import CFG_RANGE, IMAGES_RANGE, MAX_ASPECT, STEPS_RANGE, RequestDefaults, parse_aspect
 
 ENV_PREFIX = "IMAGINEBOT_"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -92,6 +91,15 @@ class Settings(BaseSettings):
     moderator_role: str | None = Field(
         None, description="name or id of a role whose members moderate (Manage Server always does)"
     )
+    delivery_give_up_hours: float = Field(
+        24.0,
+        gt=0,
+        le=24 * 14,
+        description="hours after a job ends that its grid or error is still retried into Discord",
+    )
+    delivery_retry_max: float = Field(
+        300.0, ge=0.1, le=3600, description="seconds at most between two tries to deliver a job's result"
+    )
     upscale_max_side: int = Field(2048, ge=64, le=8192, description="longest side of an upscaled image")
     mock_port: int = Field(8080, ge=0, le=65535, description="port of the local Discord (0: any free port)")
     mock_host: str = Field("127.0.0.1", description="address the local Discord listens on")
@@ -119,14 +127,8 @@ class Settings(BaseSettings):
     @field_validator("default_aspect")
     @classmethod
     def _aspect(cls, value: str) -> str:
-        match = re.fullmatch(r"(\d+):(\d+)", value.strip())
-        if match is None:
-            raise ValueError(f"must be W:H, like 3:2, between 1:{MAX_ASPECT} and {MAX_ASPECT}:1")
-        width, height = int(match.group(1)), int(match.group(2))
-        if width == 0 or height == 0 or width > MAX_ASPECT * height or height > MAX_ASPECT * width:
-            raise ValueError(f"must be between 1:{MAX_ASPECT} and {MAX_ASPECT}:1")
-        divisor = math.gcd(width, height)
-        return f"{width // divisor}:{height // divisor}"
+        width, height = parse_aspect(value)  # its ValueError says what is allowed
+        return f"{width}:{height}"
 
     @field_validator("discord_url")
     @classmethod
@@ -142,7 +144,6 @@ class Settings(BaseSettings):
 
     @property
     def request_defaults(self) -> RequestDefaults:
-        width, height = (int(side) for side in self.default_aspect.split(":"))
         chosen = {name: getattr(self, name) for name in EMBEDDED_DEFAULTS}
         if not self.model:
             chosen |= {k: v for k, v in EMBEDDED_DEFAULTS.items() if k not in self.model_fields_set}
@@ -151,12 +152,8 @@ class Settings(BaseSettings):
             cfg=chosen["default_cfg"],
             sampler=chosen["default_sampler"],
             images=self.default_images,
-            aspect=(width, height),
+            aspect=parse_aspect(self.default_aspect),
         )
-
-    @property
-    def db_path(self) -> Path:
-        return self.data_dir / "imaginebot.sqlite3"
 
 
 def env_name(field: str) -> str:

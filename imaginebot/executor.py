@@ -23,8 +23,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from PIL import Image
-
 from imaginebot.engine.api import Engine, GenerateResult, GenerateSpec, Preview
 from imaginebot.errors import GenerationCancelled, ImagineError, OutOfMemory, QueueFull
 from imaginebot.store_models import JobKind
@@ -36,13 +34,12 @@ UNEXPECTED_ERROR = "Something went wrong while making the images; the error is i
 
 @dataclass(frozen=True)
 class JobRequest:
-    """What the executor runs. ``source`` is the parent's tile for variations and upscales."""
+    """What the executor runs. Variations and upscales start from ``spec.init_image``."""
 
     job_id: int
     user_id: int
     kind: JobKind
     spec: GenerateSpec
-    source: Image.Image | None = field(default=None, compare=False, repr=False)
 
 
 # -- events, in the order a job can produce them -------------------------------------------------------
@@ -262,7 +259,7 @@ class Executor:
         """
         if self._loop is None or self._stopping:
             raise RuntimeError("the executor is not running")
-        if request.kind in (JobKind.VARIATION, JobKind.UPSCALE) and request.source is None:
+        if request.kind in (JobKind.VARIATION, JobKind.UPSCALE) and request.spec.init_image is None:
             raise ValueError(f"a {request.kind} job needs the source image")
         handle = JobHandle(self, request, on_event)
         with self._cond:
@@ -412,17 +409,17 @@ class Executor:
                     should_cancel=entry.cancel.is_set,
                 )
             elif job.kind is JobKind.VARIATION:
-                assert job.source is not None
+                assert job.spec.init_image is not None
                 result = engine.vary(
-                    job.source,
+                    job.spec.init_image,
                     job.spec,
                     on_preview=on_preview,
                     preview_every=self.preview_every,
                     should_cancel=entry.cancel.is_set,
                 )
             else:
-                assert job.source is not None
-                result = engine.upscale(job.source, job.spec, should_cancel=entry.cancel.is_set)
+                assert job.spec.init_image is not None
+                result = engine.upscale(job.spec.init_image, job.spec, should_cancel=entry.cancel.is_set)
         except GenerationCancelled:
             log.info("job %s: cancelled after %.1f s", job.job_id, time.perf_counter() - t0)
             return Interrupted(job.job_id) if entry.cancel_reason == "stop" else Cancelled(job.job_id)

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Final
 
-from imaginebot.engine.api import DEFAULT_SAMPLER, SAMPLERS
+from imaginebot.engine.api import DEFAULT_SAMPLER, SAMPLERS, GenerateSpec
 from imaginebot.errors import ParamError
 
 STEPS_RANGE: Final = (1, 150)
@@ -81,6 +81,20 @@ class ImagineRequest:
         """Width and height for this aspect ratio at about the model's native pixel count."""
         return size_for_aspect(self.aspect, native_side)
 
+    def to_spec(self, native_side: int) -> GenerateSpec:
+        """What the engine runs for this request: the one place a request becomes an engine spec."""
+        width, height = self.size(native_side)
+        return GenerateSpec(
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt,
+            width=width,
+            height=height,
+            num_inference_steps=self.steps,
+            guidance_scale=self.cfg,
+            sampler=self.sampler,
+            seeds=self.tile_seeds(),
+        )
+
     def with_seed(self, seed: int) -> ImagineRequest:
         return replace(self, seed=seed)
 
@@ -103,6 +117,28 @@ def _format_float(value: float) -> str:
     # repr() is the shortest text that reads back to the same float; drop a needless ".0".
     text = repr(float(value))
     return text[:-2] if text.endswith(".0") else text
+
+
+ASPECT_ALLOWED: Final = f"two whole numbers like 3:2, between 1:{MAX_ASPECT} and {MAX_ASPECT}:1"
+
+
+def parse_aspect(value: str) -> tuple[int, int]:
+    """``"W:H"`` → the ratio in lowest terms. The one check of an aspect ratio (``--ar``, the settings, the
+    users' saved defaults); raises ValueError saying what is wrong and what is allowed."""
+    match = re.fullmatch(r"(\d{1,6})\s*:\s*(\d{1,6})", value.strip())
+    if match is None:
+        raise ValueError(f"must be {ASPECT_ALLOWED}, not '{value}'.")
+    width, height = int(match.group(1)), int(match.group(2))
+    if width == 0 or height == 0 or width > MAX_ASPECT * height or height > MAX_ASPECT * width:
+        raise ValueError(f"must be {ASPECT_ALLOWED}; {width}:{height} is outside that.")
+    divisor = math.gcd(width, height)
+    return width // divisor, height // divisor
+
+
+def normalise_words(text: str) -> str:
+    """Text as banned words are compared: case-folded (so "Straße" and "STRASSE" match) with single spaces.
+    The one normaliser for the banned words, when they are stored and when prompts are checked."""
+    return " ".join(text.casefold().split())
 
 
 def size_for_aspect(aspect: tuple[int, int], native_side: int) -> tuple[int, int]:
@@ -226,15 +262,10 @@ def _float_in(flag: _Flag, value: str, low: float, high: float) -> float:
 
 
 def _aspect(flag: _Flag, value: str) -> tuple[int, int]:
-    allowed = f"two whole numbers like 3:2, between 1:{MAX_ASPECT} and {MAX_ASPECT}:1"
-    match = re.fullmatch(r"(\d{1,6})\s*:\s*(\d{1,6})", value)
-    if match is None:
-        raise ParamError(f"{flag.typed} must be {allowed}, not '{value}'.")
-    width, height = int(match.group(1)), int(match.group(2))
-    if width == 0 or height == 0 or width > MAX_ASPECT * height or height > MAX_ASPECT * width:
-        raise ParamError(f"{flag.typed} must be {allowed}; {width}:{height} is outside that.")
-    divisor = math.gcd(width, height)
-    return width // divisor, height // divisor
+    try:
+        return parse_aspect(value)
+    except ValueError as error:
+        raise ParamError(f"{flag.typed} {error}") from None
 
 
 def _sampler(flag: _Flag, value: str) -> str:

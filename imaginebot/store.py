@@ -28,13 +28,15 @@ from typing import Any
 import aiosqlite
 from PIL import Image
 
+from imaginebot.engine.api import GenerateSpec
 from imaginebot.errors import Forbidden, QuotaExceeded
 from imaginebot.migrations import migrate, user_version
+from imaginebot.params import normalise_words
 from imaginebot.store_models import (
     BlockedUser,
+    Delivery,
     Job,
     JobKind,
-    JobParams,
     JobStatus,
     ModAction,
     NewJob,
@@ -47,7 +49,17 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 DB_NAME = "imaginebot.db"
-_PARAM_COLUMNS = ("prompt", "negative_prompt", "steps", "cfg", "sampler", "width", "height", "strength")
+# jobs' columns -> GenerateSpec's fields (a job stores what the engine runs, less the source picture)
+_SPEC_COLUMNS = {
+    "prompt": "prompt",
+    "negative_prompt": "negative_prompt",
+    "steps": "num_inference_steps",
+    "cfg": "guidance_scale",
+    "sampler": "sampler",
+    "width": "width",
+    "height": "height",
+    "strength": "strength",
+}
 _REFUNDED = (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED)
 
 
@@ -70,7 +82,10 @@ def _dt(value: str | None) -> datetime | None:
 def _job(row: aiosqlite.Row) -> Job:
     d = dict(row)
     del d["charged_day"]  # internal: the day whose usage a refund goes back to
-    params = JobParams(**{k: d.pop(k) for k in _PARAM_COLUMNS}, seeds=tuple(json.loads(d.pop("seeds"))))
+    spec = GenerateSpec(
+        **{field: d.pop(column) for column, field in _SPEC_COLUMNS.items()},
+        seeds=tuple(json.loads(d.pop("seeds"))),
+    )
     d.update(
         kind=JobKind(d["kind"]),
         status=JobStatus(d["status"]),
@@ -78,8 +93,10 @@ def _job(row: aiosqlite.Row) -> Job:
         created_at=datetime.fromisoformat(d["created_at"]),
         started_at=_dt(d["started_at"]),
         finished_at=_dt(d["finished_at"]),
+        delivery=None if d["delivery"] is None else Delivery(d["delivery"]),
+        delivered_at=_dt(d["delivered_at"]),
     )
-    return Job(**d, params=params)
+    return Job(**d, spec=spec)
 
 
 def _write_png_atomically(path: Path, image: Image.Image) -> None:
@@ -212,12 +229,12 @@ class Store:
     # -- jobs and quota --------------------------------------------------------------------------------
 
     async def reserve_job(self, new: NewJob) -> Job:
-        """Check the user may make ``new.params.num_images`` images, take them from today's quota and
+        """Check the user may make ``new.spec.num_images`` images, take them from today's quota and
         insert the job as queued, all in one transaction.
 
         Raises Forbidden (blocked on this server) or QuotaExceeded (saying what is left and when it resets).
         """
-        needed, now = new.params.num_images, self._now()
+        needed, now = new.spec.num_images, self._now()
         day = now.date().isoformat()
         async with self._tx() as db:
             if await self._one(
@@ -229,14 +246,16 @@ class Store:
             status = await self._quota(db, new.guild_id, new.user_id, now)
             if status.limit is not None and status.used + needed > status.limit:
                 raise QuotaExceeded(_quota_message(needed, status, now))
-            p = new.params
+            s = new.spec
             cursor = await db.execute(
-                "INSERT INTO jobs (user_id, guild_id, channel_id, kind, parent_id, tile_index, prompt_text,"
-                " prompt, negative_prompt, steps, cfg, sampler, width, height, seeds, strength, charged,"
-                " charged_day, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (new.user_id, new.guild_id, new.channel_id, new.kind.value, new.parent_id, new.tile_index,
-                 new.prompt_text, p.prompt, p.negative_prompt, p.steps, p.cfg, p.sampler, p.width, p.height,
-                 json.dumps(list(p.seeds)), p.strength, needed, day, now.isoformat()),
+                "INSERT INTO jobs (user_id, guild_id, channel_id, message_id, kind, parent_id, tile_index,"
+                " prompt_text, prompt, negative_prompt, steps, cfg, sampler, width, height, seeds, strength,"
+                " charged, charged_day, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (new.user_id, new.guild_id, new.channel_id, new.message_id, new.kind.value, new.parent_id,
+                 new.tile_index, new.prompt_text, s.prompt, s.negative_prompt, s.num_inference_steps,
+                 s.guidance_scale, s.sampler, s.width, s.height, json.dumps(list(s.seeds)), s.strength,
+                 needed, day, now.isoformat()),
             )  # fmt: skip
             await db.execute(
                 "INSERT INTO usage (guild_id, user_id, day, images) VALUES (?, ?, ?, ?)"
@@ -262,6 +281,11 @@ class Store:
     async def unfinished_jobs(self) -> list[Job]:
         """Jobs left queued or running by the last run, oldest first: re-queue or mark them interrupted."""
         rows = await self._all("SELECT * FROM jobs WHERE status IN ('queued', 'running') ORDER BY id")
+        return [_job(row) for row in rows]
+
+    async def undelivered_jobs(self) -> list[Job]:
+        """Jobs that ended but whose message does not show it yet, oldest first."""
+        rows = await self._all("SELECT * FROM jobs WHERE delivery = 'pending' ORDER BY id")
         return [_job(row) for row in rows]
 
     async def set_message(self, job_id: int, channel_id: int, message_id: int) -> None:
@@ -296,9 +320,11 @@ class Store:
         elapsed_s: float | None = None,
         images: Sequence[str] = (),
         grid: str | None = None,
+        delivery: Delivery = Delivery.PENDING,
     ) -> Job:
-        """Record how a job ended. Failed, cancelled and interrupted jobs give their images back to the
-        quota of the day they were taken from. A job already finished is left as it is (no double refund)."""
+        """Record how a job ended; its delivery is then pending (unless told otherwise). Failed, cancelled and
+        interrupted jobs give their images back to the quota of the day they were taken from. A job already
+        finished is left as it is (no double refund)."""
         if not status.finished:
             raise ValueError(f"{status} is not a final status")
         async with self._tx() as db:
@@ -316,9 +342,9 @@ class Store:
             refunded = status in _REFUNDED
             await db.execute(
                 "UPDATE jobs SET status = ?, error = ?, note = ?, elapsed_s = ?, images = ?, grid = ?,"
-                " finished_at = ?, charged = CASE WHEN ? THEN 0 ELSE charged END WHERE id = ?",
+                " finished_at = ?, charged = CASE WHEN ? THEN 0 ELSE charged END, delivery = ? WHERE id = ?",
                 (status.value, error, note, elapsed_s, json.dumps(list(images)), grid,
-                 self._now().isoformat(), refunded, job_id),
+                 self._now().isoformat(), refunded, delivery.value, job_id),
             )  # fmt: skip
             row = await self._one(db, "SELECT * FROM jobs WHERE id = ?", (job_id,))
         assert row is not None
@@ -339,6 +365,16 @@ class Store:
         return await self.finish_job(
             job_id, JobStatus.DONE, images=tiles, grid=grid_path, elapsed_s=elapsed_s, note=note
         )
+
+    async def set_delivery(self, job_id: int, delivery: Delivery, *, message_id: int | None = None) -> None:
+        """Record how the end of a job reached its user; ``message_id``: a new message now shows it."""
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE jobs SET delivery = ?, delivered_at = ?, message_id = COALESCE(?, message_id)"
+                " WHERE id = ?",
+                (delivery.value, self._now().isoformat() if delivery is Delivery.DELIVERED else None,
+                 message_id, job_id),
+            )  # fmt: skip
 
     def job_dir(self, job_id: int) -> Path:
         return self.data_dir / "images" / str(job_id)
@@ -498,8 +534,8 @@ class Store:
         ]
 
     async def add_banned_word(self, guild_id: int, word: str, *, by: int) -> bool:
-        """False when the word was already banned. Words are matched whole and case-insensitively."""
-        word = " ".join(word.lower().split())
+        """False when the word was already banned. Words match whole, compared by ``normalise_words``."""
+        word = normalise_words(word)
         if not word:
             raise ValueError("a banned word can't be empty")
         async with self._tx() as db:
@@ -513,14 +549,20 @@ class Store:
         return cursor.rowcount > 0
 
     async def remove_banned_word(self, guild_id: int, word: str, *, by: int) -> bool:
-        word = " ".join(word.lower().split())
+        word = normalise_words(word)
         async with self._tx() as db:
-            cursor = await db.execute(
-                "DELETE FROM banned_words WHERE guild_id = ? AND word = ?", (guild_id, word)
-            )
-            if cursor.rowcount:
+            # Compared in Python: rows stored before words were case-folded may differ in case ("straße").
+            async with db.execute("SELECT word FROM banned_words WHERE guild_id = ?", (guild_id,)) as cursor:
+                stored = [
+                    row["word"] for row in await cursor.fetchall() if normalise_words(row["word"]) == word
+                ]
+            for row_word in stored:
+                await db.execute(
+                    "DELETE FROM banned_words WHERE guild_id = ? AND word = ?", (guild_id, row_word)
+                )
+            if stored:
                 await self._log(db, guild_id, by, "word.remove", None, word)
-        return cursor.rowcount > 0
+        return bool(stored)
 
     async def banned_words(self, guild_id: int) -> list[str]:
         rows = await self._all("SELECT word FROM banned_words WHERE guild_id = ? ORDER BY word", (guild_id,))
@@ -528,11 +570,11 @@ class Store:
 
     async def find_banned_words(self, guild_id: int, text: str) -> list[str]:
         """The server's banned words that occur in ``text`` as whole words (any case, any spacing)."""
-        text = " ".join(text.lower().split())
+        text = normalise_words(text)
         return [
             word
             for word in await self.banned_words(guild_id)
-            if re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text)
+            if re.search(rf"(?<!\w){re.escape(normalise_words(word))}(?!\w)", text)
         ]
 
     async def log_action(

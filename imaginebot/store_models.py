@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from imaginebot.engine.api import GenerateSpec
+
 
 class JobKind(StrEnum):
     IMAGINE = "imagine"
@@ -30,35 +32,27 @@ class JobStatus(StrEnum):
         return self not in (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
-@dataclass(frozen=True)
-class JobParams:
-    """What the engine needs to re-make the job's images (``GenerateSpec`` without the pixels)."""
+class Delivery(StrEnum):
+    """Whether the user has seen how a job ended; None while it runs (previews are not deliveries)."""
 
-    prompt: str
-    negative_prompt: str
-    steps: int
-    cfg: float
-    sampler: str
-    width: int
-    height: int
-    seeds: tuple[int, ...]
-    strength: float = 1.0  # img2img: how far a variation may move from its source (1.0: the engine's choice)
-
-    @property
-    def num_images(self) -> int:
-        return len(self.seeds)
+    PENDING = "pending"  # ended; the final state is not in its message yet
+    DELIVERED = "delivered"
+    GONE = "gone"  # the message was deleted: nobody is waiting for it
+    EXPIRED = "expired"  # not delivered within the bound (IMAGINEBOT_DELIVERY_GIVE_UP_HOURS); given up
 
 
 @dataclass(frozen=True)
 class NewJob:
-    """A job about to be reserved; ``images`` quota is taken for ``params.num_images``."""
+    """A job about to be reserved; quota is taken for ``spec.num_images``. ``spec.init_image`` is never
+    stored: a variation or an upscale starts from its parent's tile ``tile_index``."""
 
     user_id: int
     guild_id: int  # 0 for direct messages
     channel_id: int
+    message_id: int | None  # the message that shows the job; it exists before the job does
     kind: JobKind
     prompt_text: str  # the canonical /imagine text, flags included
-    params: JobParams
+    spec: GenerateSpec
     parent_id: int | None = None
     tile_index: int | None = None  # 0-based tile of the parent, for V and U
 
@@ -74,7 +68,7 @@ class Job:
     parent_id: int | None
     tile_index: int | None
     prompt_text: str
-    params: JobParams
+    spec: GenerateSpec  # what the engine runs, less the source picture
     status: JobStatus
     error: str
     note: str
@@ -85,6 +79,8 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     elapsed_s: float | None
+    delivery: Delivery | None  # None until the job ends
+    delivered_at: datetime | None
 
 
 @dataclass(frozen=True)

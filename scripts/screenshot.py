@@ -17,13 +17,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bot import ImagineBot  # noqa: E402
+from bot import ImagineBot, job_service  # noqa: E402
 from imaginebot.config import load_settings  # noqa: E402
 from imaginebot.discord_url import use_discord_url  # noqa: E402
 from imaginebot.engine import load_engine  # noqa: E402
 from imaginebot.executor import Executor  # noqa: E402
 from imaginebot.mockdiscord import run_mock_discord  # noqa: E402
-from imaginebot.mockdiscord.testing import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from imaginebot.mockdiscord.clients import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 from imaginebot.store import Store  # noqa: E402
 
 
@@ -36,7 +36,8 @@ async def main(args: argparse.Namespace) -> None:
         use_discord_url(server.url)
         executor = Executor(engine, preview_every=settings.preview_every)
         await executor.start()
-        bot = ImagineBot(settings, store, executor, native_size=engine.native_size, guild_ready_timeout=0.1)
+        jobs = job_service(settings, store, executor, engine.native_size)
+        bot = ImagineBot(settings, store, jobs, guild_ready_timeout=0.1)
         running = asyncio.create_task(bot.start(server.bot_token))
         await server.wait_for_commands(timeout=60)
         async with async_playwright() as playwright:
@@ -55,6 +56,7 @@ async def main(args: argparse.Namespace) -> None:
             await browser.close()
         await bot.close()
         await running
+        await jobs.close()
         await executor.stop()
     print(f"saved {args.out}")
 

@@ -6,18 +6,15 @@ import threading
 from collections.abc import AsyncIterator
 
 import pytest
+from fakes import FakeEngine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from imaginebot.engine.api import (
-    CancelCheck,
-    GenerateResult,
     GenerateSpec,
-    Preview,
-    PreviewCallback,
 )
-from imaginebot.errors import GenerationCancelled, OutOfMemory, QueueFull
+from imaginebot.errors import QueueFull
 from imaginebot.executor import (
     UNEXPECTED_ERROR,
     Cancelled,
@@ -37,80 +34,12 @@ from imaginebot.store_models import JobKind
 A, B, C = 1, 2, 3
 
 
-class FakeEngine:
-    """Deterministic stand-in for the diffusion engine: solid-colour tiles, one "step" at a time.
-
-    Prompts steer it: "oom" raises OutOfMemory, "bug" a plain exception. ``gate`` (when cleared) holds
-    every job before its first step; ``permits`` (when set) makes each step wait for one release.
-    """
-
-    native_size = 64
-
-    def __init__(self, steps_per_permit: bool = False) -> None:
-        self.gate = threading.Event()
-        self.gate.set()
-        self.permits: threading.Semaphore | None = threading.Semaphore(0) if steps_per_permit else None
-        self.calls: list[tuple[str, str]] = []  # (method, prompt), in the order jobs ran
-        self.threads: set[int] = set()
-
-    def _loop(
-        self,
-        method: str,
-        spec: GenerateSpec,
-        on_preview: PreviewCallback | None,
-        preview_every: int,
-        should_cancel: CancelCheck | None,
-        colour: tuple[int, int, int],
-    ) -> GenerateResult:
-        self.calls.append((method, spec.prompt))
-        self.threads.add(threading.get_ident())
-        self.gate.wait()
-        if spec.prompt == "oom":
-            raise OutOfMemory("The GPU ran out of memory; try fewer images or a smaller size.")
-        if spec.prompt == "bug":
-            raise ZeroDivisionError("a bug")
-        for step in range(1, spec.num_inference_steps + 1):
-            if self.permits is not None:
-                self.permits.acquire()
-            if should_cancel is not None and should_cancel():
-                raise GenerationCancelled("cancelled")
-            if on_preview is not None and step % preview_every == 0:
-                on_preview(Preview(step, spec.num_inference_steps, Image.new("RGB", (8, 8), (step, 0, 0))))
-        tiles = tuple(Image.new("RGB", (spec.width, spec.height), colour) for _ in spec.seeds)
-        return GenerateResult(images=tiles, seeds=spec.seeds, elapsed_s=0.0)
-
-    def generate(
-        self,
-        spec: GenerateSpec,
-        *,
-        on_preview: PreviewCallback | None = None,
-        preview_every: int = 5,
-        should_cancel: CancelCheck | None = None,
-    ) -> GenerateResult:
-        return self._loop("generate", spec, on_preview, preview_every, should_cancel, (0, 0, 255))
-
-    def vary(
-        self,
-        image: Image.Image,
-        spec: GenerateSpec,
-        *,
-        on_preview: PreviewCallback | None = None,
-        preview_every: int = 5,
-        should_cancel: CancelCheck | None = None,
-    ) -> GenerateResult:
-        colour = image.getpixel((0, 0))
-        assert isinstance(colour, tuple)
-        return self._loop("vary", spec, on_preview, preview_every, should_cancel, colour[:3])
-
-    def upscale(
-        self, image: Image.Image, spec: GenerateSpec, *, should_cancel: CancelCheck | None = None
-    ) -> GenerateResult:
-        return self._loop("upscale", spec, None, 1, should_cancel, (0, 255, 0))
-
-
 def request(job_id: int, user: int, prompt: str = "", steps: int = 2, **kw: object) -> JobRequest:
-    spec = GenerateSpec(prompt or f"job {job_id}", width=8, height=8, num_inference_steps=steps, seeds=(1, 2))
-    return JobRequest(job_id, user, kw.pop("kind", JobKind.IMAGINE), spec, **kw)  # type: ignore[arg-type]
+    kind = kw.pop("kind", JobKind.IMAGINE)
+    spec = GenerateSpec(
+        prompt or f"job {job_id}", width=8, height=8, num_inference_steps=steps, seeds=(1, 2), **kw
+    )  # type: ignore[arg-type]
+    return JobRequest(job_id, user, kind, spec)  # type: ignore[arg-type]
 
 
 async def first(handle: JobHandle, kind: type[Event]) -> Event:
@@ -308,8 +237,8 @@ async def test_stop_can_let_the_running_job_finish(engine: FakeEngine) -> None:
 
 async def test_variations_and_upscales_get_the_source_tile(executor: Executor, engine: FakeEngine) -> None:
     red = Image.new("RGB", (8, 8), (255, 0, 0))
-    vary = executor.submit(request(1, A, kind=JobKind.VARIATION, source=red))
-    upscale = executor.submit(request(2, A, kind=JobKind.UPSCALE, source=red))
+    vary = executor.submit(request(1, A, kind=JobKind.VARIATION, init_image=red))
+    upscale = executor.submit(request(2, A, kind=JobKind.UPSCALE, init_image=red))
     done = await vary.wait()
     assert isinstance(done, Done) and done.result.images[0].getpixel((0, 0)) == (255, 0, 0)
     assert isinstance(await upscale.wait(), Done)

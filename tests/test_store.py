@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from imaginebot.engine.api import GenerateSpec
 from imaginebot.errors import Forbidden, QuotaExceeded
 from imaginebot.migrations import migrations
 from imaginebot.store import DB_NAME, Store
-from imaginebot.store_models import JobKind, JobParams, JobStatus, NewJob, UserSettings
+from imaginebot.store_models import JobKind, JobStatus, NewJob, UserSettings
 
 GUILD, ALICE, BOB, MOD = 10, 1, 2, 99
 
@@ -37,8 +38,9 @@ async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Store]:
 
 
 def new_job(user: int = ALICE, images: int = 4, guild: int = GUILD, **kw: object) -> NewJob:
-    params = JobParams("an otter", "blur", 20, 7.0, "euler_a", 512, 512, tuple(range(100, 100 + images)))
-    return NewJob(user, guild, 5, kw.pop("kind", JobKind.IMAGINE), "an otter --no blur", params, **kw)  # type: ignore[arg-type]
+    spec = GenerateSpec("an otter", "blur", 512, 512, 20, 7.0, "euler_a", tuple(range(100, 100 + images)))
+    kind = kw.pop("kind", JobKind.IMAGINE)
+    return NewJob(user, guild, 5, kw.pop("message_id", 6), kind, "an otter --no blur", spec, **kw)  # type: ignore[arg-type]
 
 
 async def test_migrations_from_empty_then_reopen_is_idempotent(tmp_path: Path) -> None:
@@ -70,7 +72,7 @@ async def test_reserve_records_the_job_and_its_lineage(store: Store, clock: Fake
     got = await store.get_job(child.id)
     assert got == child
     assert (got.kind, got.parent_id, got.tile_index, got.status) == (JobKind.UPSCALE, parent.id, 2, "queued")
-    assert parent.params.seeds == (100, 101, 102, 103) and parent.prompt_text == "an otter --no blur"
+    assert parent.spec.seeds == (100, 101, 102, 103) and parent.prompt_text == "an otter --no blur"
     assert parent.created_at == clock.now and parent.charged == 4
     assert (await store.quota_status(GUILD, ALICE)).used == 5
 

@@ -1,7 +1,7 @@
 """The engine's public contract: what the executor hands in and gets back.
 
 Nothing here knows Discord. The executor (the one bridge to the event loop) calls an ``Engine`` from its
-worker thread; a multi-machine backend will implement the same protocol later.
+worker thread.
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ class GenerateSpec:
     sampler: str = DEFAULT_SAMPLER
     seeds: tuple[int, ...] = (0,)
     init_image: Image.Image | None = field(default=None, compare=False)
-    strength: float = 1.0  # img2img: how much noise is added to init_image (1.0 = start from pure noise)
+    # img2img: how much noise is added to init_image (1.0: start from pure noise); None: the engine's choice
+    # for what it is asked to do (variations 0.6, upscales a light refinement)
+    strength: float | None = None
 
     @property
     def num_images(self) -> int:
@@ -90,7 +92,7 @@ class Engine(Protocol):
         preview_every: int = 5,
         should_cancel: CancelCheck | None = None,
     ) -> GenerateResult:
-        """Variations of ``image``: img2img at about 0.6 strength, one tile per seed in ``spec.seeds``."""
+        """Variations of ``image``: img2img at ``spec.strength`` (None: about 0.6), one tile per seed."""
         ...
 
     def upscale(

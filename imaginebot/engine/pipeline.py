@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 VARY_STRENGTH = 0.6  # V1-V4: keeps the composition and colours, changes the details
 UPSCALE_STRENGTH = 0.3  # U1-U4: "hires fix", sharpens the enlarged tile without redrawing it
+IMG2IMG_STRENGTH = 0.8  # an init image with no strength given: the default of diffusers' img2img pipeline
 
 
 @dataclasses.dataclass
@@ -185,8 +186,8 @@ class DiffusionEngine:
         preview_every: int = 5,
         should_cancel: CancelCheck | None = None,
     ) -> GenerateResult:
-        # spec.strength 1.0 (the default) means "the engine's choice"; Vary (Subtle/Strong) pass their own
-        strength = spec.strength if spec.strength < 1.0 else VARY_STRENGTH
+        # no strength: the engine's choice; Vary (Subtle/Strong) pass their own
+        strength = VARY_STRENGTH if spec.strength is None else spec.strength
         variation = dataclasses.replace(spec, init_image=image, strength=strength)
         return self.generate(
             variation, on_preview=on_preview, preview_every=preview_every, should_cancel=should_cancel
@@ -245,7 +246,8 @@ class DiffusionEngine:
         timesteps, begin_index = scheduler.timesteps, 0
         if spec.init_image is not None:
             # img2img: skip the first (1 - strength) of the schedule; at least one step is always run
-            init_timestep = max(1, min(int(num_inference_steps * spec.strength), num_inference_steps))
+            strength = IMG2IMG_STRENGTH if spec.strength is None else spec.strength
+            init_timestep = max(1, min(int(num_inference_steps * strength), num_inference_steps))
             begin_index = (num_inference_steps - init_timestep) * scheduler.order
             timesteps = timesteps[begin_index:]
             scheduler.set_begin_index(begin_index)
@@ -444,7 +446,7 @@ class DiffusionEngine:
             raise ParamError("at least one seed (one image) is needed")
         if spec.sampler not in SAMPLERS:
             raise ParamError(f"sampler {spec.sampler!r} is not known; use one of: {', '.join(SAMPLERS)}")
-        if spec.init_image is not None and not 0.0 < spec.strength <= 1.0:
+        if spec.init_image is not None and spec.strength is not None and not 0.0 < spec.strength <= 1.0:
             raise ParamError(f"strength must be in (0, 1], got {spec.strength}")
         if preview_every < 1:
             raise ParamError(f"preview_every must be at least 1, got {preview_every}")

@@ -23,15 +23,23 @@ The test API on :class:`MockDiscord`: ``send_command(name, options, user=)``, ``
 custom_id, user=)``, ``select(message, custom_id, values, user=)``, ``wait_for_message(predicate,
 timeout=)``, ``wait_for_response(interaction)``, ``wait_for_ack``, ``expire_tokens()``,
 ``set_rate_limit(scope, limit, per)``, ``disconnect_gateway()``, ``request_reconnect()``,
-``delete_message(message)``, ``request_log``. pytest fixtures: :mod:`imaginebot.mockdiscord.testing`.
+``delete_message(message)``, ``request_log``. pytest fixtures: tests/conftest.py.
+
+Making trouble on purpose (:mod:`.faults`; also on the page's "Faults" panel): ``fail_next(count,
+status=429, scope="all")`` (a run of 429s or 5xx), ``outage(seconds, status=503, scope="all")``,
+``slow(delay, seconds=None, scope="all")``, ``await drop_gateway(seconds=0.0)`` (close the gateway and
+refuse reconnects for a while), ``clear_faults()``; ``scope`` is ``"all"``, ``"webhook"``,
+``"callback"`` or ``"channel"``. ``deny_bot(channel, edit=True, send=False)`` / ``allow_bot(channel)``
+take the bot token's permissions in a channel away (403 50001 / 50013) and give them back.
 
 For aiohttp's own test client, the app factory: ``create_app(MockState()) -> web.Application``.
 Layout: ``state``/``models`` (memory), ``rest`` and ``webhooks`` (REST routes), ``gateway``
-(websocket), ``interactions`` (the users' side), ``page`` + ``static/`` (web page), ``server``
-(in-process runner and test API).
+(websocket), ``interactions`` (the users' side), ``faults`` (fault injection), ``page`` + ``static/``
+(web page), ``server`` (in-process runner and test API).
 """
 
 from .app import create_app
+from .faults import Faults, FaultScope, FaultsSnapshot
 from .interactions import UserActionError
 from .models import Attachment, Channel, Interaction, Message, User
 from .server import MockDiscord, run_mock_discord
@@ -40,6 +48,9 @@ from .state import MockState
 __all__ = [
     "Attachment",
     "Channel",
+    "FaultScope",
+    "Faults",
+    "FaultsSnapshot",
     "Interaction",
     "Message",
     "MockDiscord",

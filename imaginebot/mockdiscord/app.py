@@ -21,18 +21,21 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def discord_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Discord's JSON errors for DiscordError/Refused, and a log entry for every API request."""
+    """Fault injection, Discord's JSON errors for DiscordError/Refused, and a log entry for every
+    API request (faulted ones included)."""
     state = request.app[STATE_KEY]
     if not state.base_url:
         state.base_url = str(request.url.origin())
     code: int | None = None
+    injected = False
     try:
+        await state.faults.apply(request)  # may wait (slow answers) or raise Refused (a fault)
         response = await handler(request)
     except errors.DiscordError as exc:
         code = exc.code
         response = exc.response()
     except errors.Refused as exc:
-        response = exc.response
+        response, injected = exc.response, exc.injected
     except web.HTTPRequestEntityTooLarge:
         code, response = 40005, errors.too_large().response()
     except web.HTTPNotFound:
@@ -53,9 +56,12 @@ async def discord_errors(request: web.Request, handler: Handler) -> web.StreamRe
         if authorization is not None:
             auth = "bot" if authorization == f"Bot {state.bot_token}" else "invalid"
         state.log(
-            RequestLogEntry(time.monotonic(), request.method, request.path, response.status, code, auth)
+            RequestLogEntry(
+                time.monotonic(), request.method, request.path, response.status, code, auth, injected
+            )
         )
-        log.debug("%s %s -> %s", request.method, request.path, response.status)
+        shown = " (injected)" if injected else ""
+        log.debug("%s %s -> %s%s", request.method, request.path, response.status, shown)
     return response
 
 
@@ -78,6 +84,7 @@ def create_app(state: MockState) -> web.Application:
     app[STATE_KEY] = state
     hub = GatewayHub(state)
     state.gateway = hub
+    state.faults.gateway = hub
     app[GATEWAY_KEY] = hub
     app.router.add_get("/", _root)
     app.add_routes(rest.routes)

@@ -40,11 +40,15 @@ class DiscordError(Exception):
 
 
 class Refused(Exception):
-    """A ready-made refusal (a 429 with its headers) that the error middleware sends as it is."""
+    """A ready-made refusal (a 429 with its headers) that the error middleware sends as it is.
 
-    def __init__(self, response: web.Response) -> None:
+    ``injected``: made by fault injection (``faults.py``), not by a rule Discord enforces.
+    """
+
+    def __init__(self, response: web.Response, *, injected: bool = False) -> None:
         super().__init__(f"refused with {response.status}")
         self.response = response
+        self.injected = injected
 
 
 def unauthorized() -> DiscordError:
@@ -89,6 +93,10 @@ def cannot_edit_others() -> DiscordError:
 
 def missing_access() -> DiscordError:
     return DiscordError(403, 50001, "Missing Access")
+
+
+def missing_permissions() -> DiscordError:
+    return DiscordError(403, 50013, "Missing Permissions")
 
 
 def too_large() -> DiscordError:

@@ -57,6 +57,7 @@ class GatewayHub:
         self.connections: set[Connection] = set()
         self.identifies = 0
         self.resumes = 0
+        self.refused = 0  # websocket upgrades answered 503 during a gateway drop
 
     @property
     def connected(self) -> bool:
@@ -96,6 +97,11 @@ class GatewayHub:
 
     # -- the websocket ----------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        if self.state.faults.gateway_refused:
+            # An HTTP error to the upgrade, which discord.py retries with backoff (faults.py says why
+            # accepting and closing at once would not do).
+            self.refused += 1
+            raise web.HTTPServiceUnavailable(text="gateway unavailable (fault injection)")
         ws = web.WebSocketResponse(max_msg_size=0)
         await ws.prepare(request)
         resume_url = str(request.url.with_scheme("wss" if request.secure else "ws").with_query(None))

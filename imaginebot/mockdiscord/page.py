@@ -4,7 +4,9 @@
 its users and the bot's synced commands from ``/app/api/state``, the channel from
 ``/app/api/messages``, and hears every change over the ``/app/ws`` websocket, filtered to what the
 chosen user may see (ephemeral messages only reach their user). Commands, clicks, selects and
-deletes go through the same functions as the Python test API.
+deletes go through the same functions as the Python test API. The "Faults" panel sets and clears
+fault injection through ``/app/api/faults`` (GET: what is active; POST: one fault, see
+:func:`post_faults`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from .errors import DiscordError
+from .faults import RETRY_AFTER, Faults, fault_scope
 from .interactions import UserActionError, find_command, send_command, use_component
 from .models import Message
 from .state import STATE_KEY, MockState, StateEvent
@@ -126,7 +129,10 @@ async def get_messages(request: web.Request) -> web.Response:
 async def get_log(request: web.Request) -> web.Response:
     entries = request.app[STATE_KEY].request_log[-200:]
     return web.json_response(
-        [{"method": e.method, "path": e.path, "status": e.status, "code": e.code} for e in entries]
+        [
+            {"method": e.method, "path": e.path, "status": e.status, "code": e.code, "injected": e.injected}
+            for e in entries
+        ]
     )
 
 
@@ -200,6 +206,95 @@ async def post_say(request: web.Request) -> web.Response:
         return _error(exc)
     message = state.create_message(channel.id, user, content=content)
     return web.json_response({"message": str(message.id)})
+
+
+# -- fault injection (faults.py) -----------------------------------------------------------------
+_FAULT_FIELDS: dict[str, tuple[str, ...]] = {
+    "fail": ("count", "status", "scope", "retry_after"),
+    "outage": ("seconds", "status", "scope"),
+    "slow": ("delay", "seconds", "scope"),
+    "gateway_drop": ("seconds",),
+    "clear": (),
+}
+
+
+def _whole(body: dict[str, Any], key: str, default: int | None = None) -> int:
+    value = body.get(key)
+    if value is None and default is not None:
+        return default
+    if value is None:
+        raise ValueError(f"{key} is required")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{key} must be a whole number, got {json.dumps(value)}")
+    return value
+
+
+def _seconds(body: dict[str, Any], key: str) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{key} must be a number of seconds, got {json.dumps(value)}")
+    return float(value)
+
+
+def _required_seconds(body: dict[str, Any], key: str) -> float:
+    value = _seconds(body, key)
+    if value is None:
+        raise ValueError(f"{key} is required (seconds)")
+    return value
+
+
+async def _set_fault(faults: Faults, body: dict[str, Any]) -> None:
+    """One fault from the page's JSON; ValueError saying what was wrong and what is allowed."""
+    kind = body.get("kind")
+    if not isinstance(kind, str) or kind not in _FAULT_FIELDS:
+        raise ValueError(f"kind must be one of {', '.join(_FAULT_FIELDS)}; got {json.dumps(kind)}")
+    allowed = _FAULT_FIELDS[kind]
+    unknown = sorted(set(body) - {"kind", *allowed})
+    if unknown:
+        raise ValueError(
+            f"unknown field {', '.join(unknown)} for kind {kind} (allowed: {', '.join(allowed) or 'none'})"
+        )
+    scope = fault_scope(body.get("scope", "all"))
+    if kind == "fail":
+        retry_after = _seconds(body, "retry_after")
+        faults.fail_next(
+            _whole(body, "count"),
+            _whole(body, "status", 429),
+            scope,
+            retry_after=RETRY_AFTER if retry_after is None else retry_after,
+        )
+    elif kind == "outage":
+        faults.outage(_required_seconds(body, "seconds"), _whole(body, "status", 503), scope)
+    elif kind == "slow":
+        faults.slow(_required_seconds(body, "delay"), _seconds(body, "seconds"), scope)
+    elif kind == "gateway_drop":
+        seconds = _seconds(body, "seconds")
+        await faults.drop_gateway(0.0 if seconds is None else seconds)
+    else:
+        faults.clear()
+
+
+@routes.get("/app/api/faults")
+async def get_faults(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STATE_KEY].faults.describe().to_json())
+
+
+@routes.post("/app/api/faults")
+async def post_faults(request: web.Request) -> web.Response:
+    """``{"kind": "fail", "count": 8, "status": 429}``, ``{"kind": "outage", "seconds": 60}``,
+    ``{"kind": "slow", "delay": 2, "seconds": 30}``, ``{"kind": "gateway_drop", "seconds": 5}``,
+    ``{"kind": "clear"}`` (``scope`` optional); answers what is active now."""
+    faults = request.app[STATE_KEY].faults
+    try:
+        body = await request.json()
+        if not isinstance(body, dict):
+            raise ValueError('expected a JSON object like {"kind": "fail", "count": 3}')
+        await _set_fault(faults, body)
+    except ValueError as exc:  # bad JSON included (JSONDecodeError is a ValueError)
+        return _error(exc)
+    return web.json_response(faults.describe().to_json())
 
 
 @routes.get("/app/ws")

@@ -63,23 +63,37 @@ class RateLimiter:
         if window is None or now >= window.reset_at:
             window = self._windows[(scope, key)] = _Window(reset_at=now + limit.per)
         reset_after = max(window.reset_at - now, 0.001)
-        headers = {
-            "X-RateLimit-Limit": str(limit.limit),
-            "X-RateLimit-Reset": f"{time.time() + reset_after:.3f}",
-            "X-RateLimit-Reset-After": f"{reset_after:.3f}",
-            "X-RateLimit-Bucket": f"mock-{scope}",
-        }
         if window.count >= limit.limit:
             self.refused += 1
-            headers.update({"X-RateLimit-Remaining": "0", "X-RateLimit-Scope": "user"})
-            headers.update({"Retry-After": str(max(1, round(reset_after))), "Via": "1.1 google"})
-            body: RateLimitedBody = {
-                "message": "You are being rate limited.",
-                "retry_after": round(reset_after, 3),
-                "global": False,
-                "code": 0,
-            }
-            return headers, json_response(body, status=429, headers=headers)
+            return {}, rate_limited(reset_after, limit=limit.limit, bucket=f"mock-{scope}")
         window.count += 1
-        headers["X-RateLimit-Remaining"] = str(limit.limit - window.count)
+        headers = _headers(limit.limit, limit.limit - window.count, reset_after, f"mock-{scope}")
         return (headers if limit.headers else {}), None
+
+
+def _headers(limit: int, remaining: int, reset_after: float, bucket: str) -> dict[str, str]:
+    return {
+        "X-RateLimit-Limit": str(limit),
+        "X-RateLimit-Remaining": str(remaining),
+        "X-RateLimit-Reset": f"{time.time() + reset_after:.3f}",
+        "X-RateLimit-Reset-After": f"{reset_after:.3f}",
+        "X-RateLimit-Bucket": bucket,
+    }
+
+
+def rate_limited(retry_after: float, *, limit: int, bucket: str) -> web.Response:
+    """Discord's 429: a JSON body with ``retry_after`` and ``global: false``, and a ``Via`` header.
+
+    discord.py retries a 429 only with both: without ``Via`` (or with a non-JSON body) it takes the
+    429 for a Cloudflare ban and raises at once (http.py:712, webhook/async_.py:208).
+    """
+    headers = _headers(limit, 0, retry_after, bucket)
+    headers.update({"X-RateLimit-Scope": "user", "Retry-After": str(max(1, round(retry_after)))})
+    headers["Via"] = "1.1 google"
+    body: RateLimitedBody = {
+        "message": "You are being rate limited.",
+        "retry_after": round(retry_after, 3),
+        "global": False,
+        "code": 0,
+    }
+    return json_response(body, status=429, headers=headers)

@@ -208,6 +208,7 @@ async def create_message(request: web.Request) -> web.Response:
     channel_id = _int(request, "channel_id")
     state.channel(channel_id)
     headers = _channel_limited(state, channel_id)
+    state.check_bot_may(channel_id, "send")
     body, uploads = await read_body(request, state)
     fields = new_message_fields(state, channel_id, body, uploads)
     fields["flags"] &= ~(1 << 6)  # only interaction responses can be ephemeral
@@ -218,7 +219,10 @@ async def create_message(request: web.Request) -> web.Response:
 @routes.patch(API + "/channels/{channel_id}/messages/{message_id}")
 async def edit_message(request: web.Request) -> web.Response:
     state = _state(request)
-    headers = _channel_limited(state, _int(request, "channel_id"))
+    channel_id = _int(request, "channel_id")
+    headers = _channel_limited(state, channel_id)
+    state.channel(channel_id)
+    state.check_bot_may(channel_id, "edit")
     message = _bot_visible(state, request)
     body, uploads = await read_body(request, state)
     if message.author.id != state.bot.id:

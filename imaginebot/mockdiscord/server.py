@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from .app import GATEWAY_KEY, create_app
+from .faults import RETRY_AFTER, Faults, FaultScope
 from .gateway import GatewayHub
 from .interactions import send_command, use_component
 from .models import Channel, Interaction, Message, User
@@ -210,15 +211,65 @@ class MockDiscord:
         """Send op 9 (not resumable): discord.py IDENTIFYs afresh."""
         self.gateway.invalidate_sessions()
 
+    def fail_next(
+        self, count: int, status: int = 429, scope: FaultScope = "all", *, retry_after: float = RETRY_AFTER
+    ) -> None:
+        """The next ``count`` REST requests in ``scope`` answer ``status`` (429 or 500-599).
+
+        ``scope``: ``"all"``, ``"webhook"`` (edits and followups with the interaction token),
+        ``"callback"`` (acks) or ``"channel"`` (bot-token channel routes). A 429 is Discord's, with
+        ``Via`` and ``retry_after`` (0.05 s): discord.py retries it, five attempts in all, then raises
+        ``HTTPException`` (429). What it does with each 5xx: see :mod:`imaginebot.mockdiscord.faults`.
+        """
+        self.state.faults.fail_next(count, status, scope, retry_after=retry_after)
+
+    def outage(self, seconds: float, status: int = 503, scope: FaultScope = "all") -> None:
+        """Every REST request in ``scope`` answers ``status`` for ``seconds``."""
+        self.state.faults.outage(seconds, status, scope)
+
+    def slow(self, delay: float, seconds: float | None = None, scope: FaultScope = "all") -> None:
+        """REST requests in ``scope`` wait ``delay`` s before being handled, for ``seconds`` (None:
+        until ``clear_faults()``)."""
+        self.state.faults.slow(delay, seconds, scope)
+
+    async def drop_gateway(self, seconds: float = 0.0) -> None:
+        """Close the bot's gateway connection(s) and answer HTTP 503 to new ones for ``seconds``;
+        discord.py retries with its backoff (0-2 s, then 0-4 s, …) and RESUMEs once let in."""
+        await self.state.faults.drop_gateway(seconds)
+
+    def clear_faults(self) -> None:
+        """End every fault (runs of errors, outage, slow answers, gateway refusal)."""
+        self.state.faults.clear()
+
+    @property
+    def faults(self) -> Faults:
+        """The faults themselves: ``faults.describe()`` tells what is active."""
+        return self.state.faults
+
+    def deny_bot(self, channel: Channel, *, edit: bool = True, send: bool = False) -> None:
+        """Take permissions in ``channel`` away from the bot token: a PATCH of a message answers 403
+        code 50001 "Missing Access" (``edit``), a new message 403 code 50013 "Missing Permissions"
+        (``send``). Requests with an interaction token are not affected."""
+        self.state.deny_bot(channel.id, edit=edit, send=send)
+
+    def allow_bot(self, channel: Channel) -> None:
+        """Give the bot token back what ``deny_bot`` took in ``channel``."""
+        self.state.deny_bot(channel.id, edit=False, send=False)
+
     @property
     def request_log(self) -> list[RequestLogEntry]:
         return self.state.request_log
 
-    def requests(self, *, status: int | None = None, path_contains: str = "") -> list[RequestLogEntry]:
+    def requests(
+        self, *, status: int | None = None, path_contains: str = "", injected: bool | None = None
+    ) -> list[RequestLogEntry]:
+        """Logged API requests; ``injected`` picks those a fault answered (True) or not (False)."""
         return [
             e
             for e in self.state.request_log
-            if (status is None or e.status == status) and path_contains in e.path
+            if (status is None or e.status == status)
+            and path_contains in e.path
+            and (injected is None or e.injected == injected)
         ]
 
 

@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 from aiohttp import web
 
 from . import errors
+from .faults import Faults
 from .models import (
     MANAGE_GUILD,
     MANAGE_MESSAGES,
@@ -76,6 +77,15 @@ class RequestLogEntry:
     status: int
     code: int | None  # Discord's JSON error code, if any
     auth: Literal["bot", "none", "invalid"]
+    injected: bool = False  # answered by fault injection (state.faults), not handled
+
+
+@dataclass(frozen=True)
+class BotDenial:
+    """What the bot token may not do in one channel (``MockDiscord.deny_bot``)."""
+
+    edit: bool  # PATCH a message: 403 code 50001
+    send: bool  # POST a message: 403 code 50013
 
 
 @dataclass
@@ -109,6 +119,7 @@ class MockState:
         self.attachment_size_limit = attachment_size_limit
         self.heartbeat_interval = heartbeat_interval
         self.ratelimits = RateLimiter(enabled=rate_limits)
+        self.faults = Faults()
         self.base_url = ""  # http://host:port, set by the server once bound (attachment URLs need it)
 
         self.app_id = self.snowflakes.next()
@@ -125,6 +136,7 @@ class MockState:
         self.moderator_role, self.bot_role = self.roles[1], self.roles[2]
         self.bot.role_ids = [self.bot_role.id]
         self.channels: dict[int, Channel] = {}
+        self.bot_denials: dict[int, BotDenial] = {}  # channel id -> what the bot token may not do
         for position, name in enumerate(("general", "art")):
             channel = Channel(self.snowflakes.next(), self.guild_id, name, position)
             self.channels[channel.id] = channel
@@ -186,6 +198,23 @@ class MockState:
 
     def is_moderator(self, user: User) -> bool:
         return bool(self.permissions(user) & (MANAGE_GUILD | ADMINISTRATOR))
+
+    def deny_bot(self, channel_id: int, *, edit: bool = True, send: bool = False) -> None:
+        """Take edits and/or sends in a channel away from the bot token (not from interaction tokens)."""
+        self.channel(channel_id)
+        if edit or send:
+            self.bot_denials[channel_id] = BotDenial(edit, send)
+        else:
+            self.bot_denials.pop(channel_id, None)
+
+    def check_bot_may(self, channel_id: int, action: Literal["edit", "send"]) -> None:
+        """403 as Discord answers a bot without the channel's permission: 50001 for an edit (the
+        channel is out of its reach), 50013 for a send (Send Messages missing)."""
+        denial = self.bot_denials.get(channel_id)
+        if denial is not None and action == "edit" and denial.edit:
+            raise errors.missing_access()
+        if denial is not None and action == "send" and denial.send:
+            raise errors.missing_permissions()
 
     # -- commands ---------------------------------------------------------------------------------
     def set_commands(self, guild_id: int | None, commands: list[dict[str, Any]]) -> list[Command]:

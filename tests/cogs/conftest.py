@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from bot import ImagineBot
+from bot import ImagineBot, job_service
 from imaginebot.config import load_settings
 from imaginebot.engine import DiffusionEngine
 from imaginebot.engine.tiny import engine_from, tiny_sd
 from imaginebot.executor import Executor
-from imaginebot.mockdiscord.testing import FAST_BOT_OPTIONS
+from imaginebot.jobs import JobService
+from imaginebot.mockdiscord.clients import FAST_BOT_OPTIONS
 from imaginebot.store import Store
 
 
@@ -31,9 +32,12 @@ class RunningBot:
     bot: ImagineBot
     store: Store
     executor: Executor
+    jobs: JobService
 
     async def stop(self) -> None:
+        """As bot.py stops: the bot, the job service, the executor, the store."""
         await self.bot.close()
+        await self.jobs.close()
         await self.executor.stop()
         await self.store.close()
 
@@ -69,9 +73,10 @@ async def bot_factory(
             engine, max_queued_per_user=settings.max_queued_per_user, preview_every=settings.preview_every
         )
         await executor.start()
-        bot = ImagineBot(settings, store, executor, native_size=engine.native_size, **FAST_BOT_OPTIONS)
+        jobs = job_service(settings, store, executor, engine.native_size)
+        bot = ImagineBot(settings, store, jobs, **FAST_BOT_OPTIONS)
         await start_bot(bot, wait_for_commands=True)
-        running.append(RunningBot(bot, store, executor))
+        running.append(RunningBot(bot, store, executor, jobs))
         return running[-1]
 
     yield start

@@ -50,7 +50,7 @@ async def test_imagine_previews_then_grid_with_nine_buttons(
     assert previews, grid.history
     job = await running.store.get_job(job_id)
     assert job is not None and job.status is JobStatus.DONE
-    assert job.params.seeds == (5, 6, 7, 8) and len(job.images) == 4
+    assert job.spec.seeds == (5, 6, 7, 8) and len(job.images) == 4
     assert (await running.store.quota_status(mock_discord.guild_id, mock_discord.alice.id)).used == 4
 
 
@@ -66,7 +66,7 @@ async def test_u_v_and_reroll_derive_from_the_right_tile(mock_discord: Any, bot_
     )
     up = await store.get_job(job_id_of(upscaled))
     assert up is not None and up.kind is JobKind.UPSCALE
-    assert (up.parent_id, up.tile_index, up.params.seeds, up.user_id) == (
+    assert (up.parent_id, up.tile_index, up.spec.seeds, up.user_id) == (
         parent,
         1,
         (101,),
@@ -87,13 +87,13 @@ async def test_u_v_and_reroll_derive_from_the_right_tile(mock_discord: Any, bot_
     again = await store.get_job(job_id_of(rerolled))
     original = await store.get_job(parent)
     assert again is not None and original is not None and again.kind is JobKind.REROLL
-    assert again.params.prompt == original.params.prompt and again.params.seeds != original.params.seeds
+    assert again.spec.prompt == original.spec.prompt and again.spec.seeds != original.spec.seeds
 
     click = await mock_discord.click(upscaled, f"ib:s:{up.id}:0", user=mock_discord.alice)
     subtle = await mock_discord.wait_for_response(click, is_grid, timeout=TIMEOUT)
     sub = await store.get_job(job_id_of(subtle))
     assert sub is not None and sub.kind is JobKind.VARIATION and sub.parent_id == up.id
-    assert sub.params.strength == 0.35  # Vary (Subtle), kept in the store for a restart
+    assert sub.spec.strength == 0.35  # Vary (Subtle), kept in the store for a restart
     assert "Variations of the upscale" in subtle.content
 
 
@@ -207,7 +207,7 @@ async def test_two_users_jobs_interleave_fairly(mock_discord: Any, bot_factory: 
         *(await running.store.recent_jobs(mock_discord.guild_id, mock_discord.alice.id)),
         *(await running.store.recent_jobs(mock_discord.guild_id, mock_discord.bob.id)),
     ]
-    order = [job.params.prompt for job in sorted(jobs, key=lambda j: j.started_at or j.created_at)]
+    order = [job.spec.prompt for job in sorted(jobs, key=lambda j: j.started_at or j.created_at)]
     # alice's first job may start alone; bob's single job must not wait behind all of alice's
     assert order.index("bob") <= 2, order
 
@@ -297,7 +297,7 @@ class FailsOnce:
         return self._engine.generate(spec, **kwargs)
 
 
-async def test_failed_job_is_refunded_and_retried_by_its_reroll_button(
+async def test_failed_job_is_refunded_and_retried_by_its_retry_button(
     mock_discord: Any, bot_factory: BotFactory, tiny_engine: Any
 ) -> None:
     running = await bot_factory(engine=FailsOnce(tiny_engine))
@@ -308,16 +308,16 @@ async def test_failed_job_is_refunded_and_retried_by_its_reroll_button(
         interaction, lambda m: "ran out of memory" in m.content, timeout=TIMEOUT
     )
     job_id = job_id_of(failed)
-    assert failed.custom_ids == [f"ib:r:{job_id}:0"]
+    assert failed.custom_ids == [f"ib:a:{job_id}:0"]  # Retry, not 🔄 (which means a new seed)
     job = await running.store.get_job(job_id)
     assert job is not None and job.status is JobStatus.FAILED
     assert (await running.store.quota_status(mock_discord.guild_id, mock_discord.alice.id)).used == 0
 
-    click = await mock_discord.click(failed, f"ib:r:{job_id}:0", user=mock_discord.alice)
+    click = await mock_discord.click(failed, f"ib:a:{job_id}:0", user=mock_discord.alice)
     grid = await mock_discord.wait_for_response(click, is_grid, timeout=TIMEOUT)
     retry = await running.store.get_job(job_id_of(grid))
     assert retry is not None and retry.kind is JobKind.IMAGINE
-    assert retry.params.seeds == (77, 78, 79, 80)  # the very same job, not a new seed
+    assert retry.spec.seeds == (77, 78, 79, 80)  # the very same job, not a new seed
 
 
 async def test_queue_cap_refuses_privately_and_charges_nothing(
@@ -333,4 +333,4 @@ async def test_queue_cap_refuses_privately_and_charges_nothing(
     assert "the most allowed is 1" in await refusal(mock_discord, third)
     assert (await running.store.quota_status(mock_discord.guild_id, alice.id)).used == 8  # not 12
     refused = (await running.store.recent_jobs(mock_discord.guild_id, alice.id))[0]
-    assert refused.params.prompt == "three" and refused.status is JobStatus.CANCELLED
+    assert refused.spec.prompt == "three" and refused.status is JobStatus.CANCELLED

@@ -1,4 +1,4 @@
-"""The job message's text and buttons, without Discord: custom_ids, labels, lineage links, the grid file."""
+"""The job message's text and buttons, without Discord: custom_ids, labels, lineage links, limits."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import pytest
 from PIL import Image
 
 from cogs import render
-from cogs.imagine import CUSTOM_ID, custom_id, defaults_for, job_view, params_of
+from cogs.jobmessage import CUSTOM_ID, JobButton, job_buttons
+from imaginebot.engine.api import GenerateSpec
+from imaginebot.jobs import Action, JobView, Waiting, Working, defaults_for
 from imaginebot.params import RequestDefaults, parse
-from imaginebot.store_models import Job, JobKind, JobParams, JobStatus, UserSettings
+from imaginebot.store_models import Job, JobKind, JobStatus, UserSettings
 
 
 def make_job(**changes: object) -> Job:
@@ -25,7 +27,7 @@ def make_job(**changes: object) -> Job:
         "parent_id": None,
         "tile_index": None,
         "prompt_text": "a red circle --ar 1:1 --steps 20 --cfg 7 --seed 5 --sampler euler_a --images 4",
-        "params": JobParams("a red circle", "", 20, 7.0, "euler_a", 64, 64, (5, 6, 7, 8)),
+        "spec": GenerateSpec("a red circle", "", 64, 64, 20, 7.0, "euler_a", (5, 6, 7, 8)),
         "status": JobStatus.DONE,
         "error": "",
         "note": "",
@@ -36,63 +38,100 @@ def make_job(**changes: object) -> Job:
         "started_at": None,
         "finished_at": None,
         "elapsed_s": 1.5,
+        "delivery": None,
+        "delivered_at": None,
     }
     fields.update(changes)
     return Job(**fields)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("action", ["u", "v", "r", "c", "s", "t"])
+@pytest.mark.parametrize("action", list(Action))
 @pytest.mark.parametrize("tile", [0, 1, 4])
-def test_custom_ids_round_trip_and_fit_discord(action: str, tile: int) -> None:
+def test_custom_ids_round_trip_and_fit_discord(action: Action, tile: int) -> None:
     job_id = 2**63 - 1  # the largest SQLite rowid: the longest custom_id we can make
-    cid = custom_id(action, job_id, tile)
+    cid = JobButton(action, job_id, tile).custom_id
     assert len(cid) <= 100
     match = re.fullmatch(CUSTOM_ID, cid)
     assert match is not None
-    assert (match["action"], int(match["job"]), int(match["tile"])) == (action, job_id, tile)
+    assert (Action(match["action"]), int(match["job"]), int(match["tile"])) == (action, job_id, tile)
 
 
-def test_grid_buttons_map_to_their_tiles() -> None:
-    view = job_view(
-        [("u", 41, t, 0) for t in range(1, 5)] + [("v", 41, t, 1) for t in range(1, 5)] + [("r", 41, 0, 1)]
-    )
-    labels = {item.item.label or item.item.emoji.name: item.custom_id for item in view.children}  # type: ignore[attr-defined]
-    assert labels["U1"] == "ib:u:41:1" and labels["U4"] == "ib:u:41:4"
-    assert labels["V3"] == "ib:v:41:3"
-    assert labels["🔄"] == "ib:r:41:0"
-    assert len(view.children) == 9
+def test_action_letters_never_change() -> None:
+    # Buttons on messages already in Discord carry these letters: changing one breaks them.
+    assert {a.name: a.value for a in Action} == {
+        "UPSCALE": "u",
+        "VARY": "v",
+        "REROLL": "r",
+        "VARY_SUBTLE": "s",
+        "VARY_STRONG": "t",
+        "RETRY": "a",
+        "CANCEL": "c",
+    }
+
+
+def labels(job: Job) -> dict[str, str]:
+    view = job_buttons(job)
+    return {item.item.label or str(item.item.emoji): item.custom_id for item in view.children}  # type: ignore[attr-defined]
+
+
+def test_grid_buttons_map_to_their_tiles_in_midjourneys_rows() -> None:
+    job = make_job(images=("a", "b", "c", "d"))
+    found = labels(job)
+    assert found["U1"] == "ib:u:41:1" and found["U4"] == "ib:u:41:4"
+    assert found["V3"] == "ib:v:41:3"
+    assert found["🔄"] == "ib:r:41:0"
+    assert len(found) == 9
+    rows = {item.item.label or str(item.item.emoji): item.item.row for item in job_buttons(job).children}  # type: ignore[attr-defined]
+    assert rows["U2"] == 0 and rows["V2"] == 1 and rows["🔄"] == 1
+
+
+def test_each_state_offers_its_own_buttons() -> None:
+    assert set(labels(make_job(status=JobStatus.RUNNING))) == {"Cancel"}
+    assert set(labels(make_job(status=JobStatus.FAILED))) == {"Retry"}  # not 🔄: that is a new seed
+    assert labels(make_job(status=JobStatus.INTERRUPTED)) == {"Retry": "ib:a:41:0"}
+    assert labels(make_job(status=JobStatus.CANCELLED)) == {}
+    upscaled = make_job(kind=JobKind.UPSCALE, images=("a",))
+    assert set(labels(upscaled)) == {"Vary (Subtle)", "Vary (Strong)"}
+    assert len(labels(make_job(images=("a", "b")))) == 5  # U1 U2 V1 V2 🔄
 
 
 def test_lineage_links_back_to_the_parent() -> None:
     parent = make_job()
     child = make_job(id=42, kind=JobKind.VARIATION, parent_id=41, tile_index=2, message_id=301)
-    text = render.queued(render.Context(child, parent, "<@7>"), 3)
+    text = render.progress(JobView(child, parent), Waiting(3))
     assert "Variations of image 3 of https://discord.com/channels/100/200/300" in text
     assert "position 3" in text
     upscale = make_job(id=43, kind=JobKind.UPSCALE, parent_id=41, tile_index=1)
-    assert "Upscale of image 2" in render.running(render.Context(upscale, parent, "<@7>"), 5, 20)
+    assert "Upscale of image 2" in render.progress(JobView(upscale, parent), Working(5, 20))
+    assert "25% (5/20 steps)" in render.progress(JobView(upscale, parent), Working(5, 20))
     reroll = make_job(id=44, kind=JobKind.REROLL, parent_id=41)
-    assert "Re-roll of https://discord.com/channels/100/200/300" in render.done(
-        render.Context(reroll, parent, "<@7>"), 2.0
-    )
+    assert "Re-roll of https://discord.com/channels/100/200/300" in render.final(JobView(reroll, parent))
 
 
 def test_done_text_carries_the_canonical_prompt_seed_and_time() -> None:
-    job = make_job()
-    text = render.done(render.Context(job, None, "<@7>"), 3.25, "upscaled by a plain resize")
+    job = make_job(elapsed_s=3.25, note="upscaled by a plain resize")
+    text = render.final(JobView(job))
     assert job.prompt_text in text
     assert "seeds 5–8" in text and "3.2 s" in text
     assert "plain resize" in text
     assert parse(job.prompt_text).seed == 5
 
 
-def test_grid_of_encodes_a_2x2_grid_and_a_single_image() -> None:
-    tiles = [Image.new("RGB", (64, 64), c) for c in ("red", "green", "blue", "white")]
-    grid, encoded = render.grid_of(tiles)
-    assert grid.width > 128 and grid.height > 128
-    assert encoded.data[:8] == b"\x89PNG\r\n\x1a\n"
-    single, _ = render.grid_of(tiles[:1])
-    assert single.size == (64, 64)
+def test_final_texts_fit_discords_limit_and_say_what_happened() -> None:
+    long_prompt = "a " * 700 + "--steps 20"
+    job = make_job(prompt_text=long_prompt, spec=GenerateSpec("a " * 700, seeds=(1,)))
+    assert len(render.final(JobView(job))) <= 2000
+    failed = render.final(JobView(make_job(status=JobStatus.FAILED, error="The GPU ran out of memory.")))
+    assert "ran out of memory" in failed and "given back" in failed
+    assert "Cancelled" in render.final(JobView(make_job(status=JobStatus.CANCELLED)))
+    with pytest.raises(ValueError, match="not ended"):
+        render.final(JobView(make_job(status=JobStatus.QUEUED)))
+
+
+def test_a_reposted_result_mentions_the_user_and_links_the_original() -> None:
+    text = render.reposted(JobView(make_job()))
+    assert text.startswith("<@7>")
+    assert "https://discord.com/channels/100/200/300" in text and "seeds 5–8" in text
 
 
 def test_user_settings_override_the_bot_defaults() -> None:
@@ -107,6 +146,11 @@ def test_user_settings_override_the_bot_defaults() -> None:
         "euler_a",
     )
     request = parse("an otter --steps 40", merged)
-    params = params_of(request, 512)
-    assert params.steps == 40 and (params.width, params.height) == (704, 384)
-    assert params.seeds == request.tile_seeds()
+    spec = request.to_spec(512)
+    assert spec.num_inference_steps == 40 and (spec.width, spec.height) == (704, 384)
+    assert spec.seeds == request.tile_seeds() and spec.strength is None
+
+
+def test_encoded_pictures_are_png_and_previews_jpeg() -> None:
+    assert render.encode_picture(Image.new("RGB", (64, 64), "red")).data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert render.encode_preview(Image.new("RGB", (64, 64), "red"))[:2] == b"\xff\xd8"

@@ -49,8 +49,8 @@ async def test_settings_panel_saves_defaults_that_imagine_uses(
         grid_interaction, lambda m: any(c.startswith("ib:u:") for c in m.custom_ids), timeout=TIMEOUT
     )
     job = (await running.store.recent_jobs(mock_discord.guild_id, alice.id))[0]
-    assert job.params.steps == 3  # the flag wins over the user's default
-    assert job.params.num_images == 2 and job.params.cfg == 5.5  # the user's defaults
+    assert job.spec.num_inference_steps == 3  # the flag wins over the user's default
+    assert job.spec.num_images == 2 and job.spec.guidance_scale == 5.5  # the user's defaults
     assert [c for c in grid.custom_ids if c.startswith("ib:u:")] == [f"ib:u:{job.id}:1", f"ib:u:{job.id}:2"]
 
     await mock_discord.click(panel, button(panel, "Reset all"), user=alice)

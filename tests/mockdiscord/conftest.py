@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import discord
 import pytest_asyncio
 from mockbot import EchoBot
 
 from imaginebot.mockdiscord import MockDiscord
-from imaginebot.mockdiscord.testing import StartBot, mock_discord, start_bot  # noqa: F401
 
 
 @pytest_asyncio.fixture
-async def test_bot(mock_discord: MockDiscord, start_bot: StartBot) -> AsyncIterator[EchoBot]:  # noqa: F811
+async def test_bot(mock_discord: MockDiscord, start_bot: Any) -> AsyncIterator[EchoBot]:
     bot = EchoBot(mock_discord.guild_id)
 
     async def on_app_command_error(interaction: discord.Interaction, error: Exception) -> None:

@@ -16,7 +16,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from imaginebot.mockdiscord.testing import FAST_BOT_OPTIONS
+from imaginebot.mockdiscord.clients import FAST_BOT_OPTIONS
 
 
 def tiny_png(rgb: tuple[int, int, int], size: int = 4) -> bytes:

@@ -281,7 +281,35 @@ function connect() {
 async function refreshLog() {
   if (!$("#log-panel").open) return;
   const entries = await api("/app/api/log");
-  $("#log").replaceChildren(...entries.slice(-50).map((e) => el("li", {}, `${e.status} ${e.method} ${e.path}${e.code ? ` (${e.code})` : ""}`)));
+  $("#log").replaceChildren(...entries.slice(-50).map((e) => el("li", { class: e.injected ? "injected" : "" },
+    `${e.status} ${e.method} ${e.path}${e.code ? ` (${e.code})` : ""}${e.injected ? " (injected)" : ""}`)));
+}
+
+// -- fault injection (see faults.py): what is active shows in the panel's summary ----------------
+function showFaults(data) {
+  $("#faults-active").textContent = data.text;
+  $("#faults-panel").classList.toggle("active", data.active);
+}
+
+async function refreshFaults() {
+  try { showFaults(await api("/app/api/faults")); } catch (error) { /* the server is restarting */ }
+}
+
+// A number input's value, or null when blank: the server says what is missing or wrong.
+const numberIn = (sel) => ($(sel).value.trim() === "" ? null : Number($(sel).value));
+
+function setFault(body) {
+  api("/app/api/faults", body).then(showFaults).catch((e) => notice(e.message));
+}
+
+function faultControls() {
+  const scope = () => $("#fault-scope").value;
+  const bind = (sel, body) => $(sel).addEventListener("click", () => setFault(body()));
+  bind("#fault-fail", () => ({ kind: "fail", count: numberIn("#fault-count"), status: Number($("#fault-status").value), scope: scope() }));
+  bind("#fault-outage", () => ({ kind: "outage", seconds: numberIn("#outage-seconds"), status: Number($("#outage-status").value), scope: scope() }));
+  bind("#fault-slow", () => ({ kind: "slow", delay: numberIn("#slow-delay"), seconds: numberIn("#slow-seconds"), scope: scope() }));
+  bind("#fault-drop", () => ({ kind: "gateway_drop", seconds: numberIn("#drop-seconds") }));
+  bind("#fault-clear", () => ({ kind: "clear" }));
 }
 
 async function switchUser() {
@@ -296,4 +324,7 @@ $("#composer").addEventListener("submit", submit);
 $("#command").addEventListener("input", renderSuggestions);
 $("#user-picker").addEventListener("change", switchUser);
 setInterval(refreshLog, 2000);
+faultControls();
+refreshFaults();
+setInterval(refreshFaults, 1000);  // outages end by the clock: polling shows it without server timers
 loadState().then(loadMessages).then(connect).catch((e) => notice(e.message));

@@ -1,0 +1,598 @@
+"""The job service: the one owner of a job's life, from a /imagine or a button to the message that shows it.
+
+    cogs (Discord I/O) → JobService → Executor (fair queue, GPU workers) → engine
+                          ↓ Store (jobs, quota)      events ↩
+                          ↓ Reply: the delivery port, implemented by the cogs with discord.py
+
+The service derives what a button asks for (U/V/🔄/Vary/Retry), reserves the quota, submits the job,
+follows its events, keeps the store in step, and hands each state to the job's ``Reply``. It knows no
+discord.py: the tests drive it with a fake ``Reply``.
+
+A job's life: ``queued → running → done → delivered``. Failed, cancelled and interrupted jobs are delivered
+too, so delivery is its own column next to the status (``Delivery``): ``pending`` once the job has ended,
+then ``delivered``, ``gone`` (the message was deleted: nobody is waiting) or ``expired``.
+
+- Progress (queue position, previews) is best effort: only the latest update is kept, one send at a time,
+  at most one per ``preview_min_interval``; whatever is in flight is dropped the moment the job ends, so it
+  never holds up the final state.
+- The final state is retried with exponential backoff and full jitter through any number of 429s, 5xx
+  answers, timeouts and restarts, until the ``Reply`` has delivered it, the message is gone, or
+  ``give_up_after`` has passed since the job ended (the bound is measured from the stored end time, so a
+  restart does not reset it).
+- At start, ``resume()`` queues again the jobs the last run left queued or running and delivers the ones it
+  finished but could not deliver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Protocol
+
+from PIL import Image
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_not_exception_type,
+    stop_before_delay,
+    wait_random_exponential,
+)
+
+from imaginebot.engine.api import GenerateResult, GenerateSpec
+from imaginebot.engine.grid import make_grid
+from imaginebot.errors import Forbidden, ImagineError, ParamError, QueueFull
+from imaginebot.executor import (
+    Cancelled,
+    Done,
+    Executor,
+    Failed,
+    Interrupted,
+    JobHandle,
+    JobRequest,
+    Progress,
+    Queued,
+    QueueSnapshot,
+    Started,
+)
+from imaginebot.params import SEED_RANGE, RequestDefaults, parse, parse_aspect
+from imaginebot.store import Store
+from imaginebot.store_models import Delivery, Job, JobKind, JobStatus, NewJob, UserSettings
+
+log = logging.getLogger(__name__)
+
+VARY_SUBTLE, VARY_STRONG = 0.35, 0.75  # img2img strength of Vary (Subtle) / Vary (Strong)
+
+
+class Action(StrEnum):
+    """What a job's buttons ask for. The value rides in the button's custom_id: never change one."""
+
+    UPSCALE = "u"  # U1–U4: one tile, enlarged and refined
+    VARY = "v"  # V1–V4: four variations of one tile
+    REROLL = "r"  # 🔄: the same prompt with new seeds
+    VARY_SUBTLE = "s"  # on an upscale
+    VARY_STRONG = "t"  # on an upscale
+    RETRY = "a"  # the very same job again, after it failed or was cut off
+    CANCEL = "c"  # while queued or running
+
+
+def next_actions(job: Job) -> tuple[tuple[Action, int], ...]:
+    """The buttons a job's message offers in its state: (action, tile) pairs, tile 0 where none applies."""
+    if not job.status.finished:
+        return ((Action.CANCEL, 0),)
+    if job.status is JobStatus.DONE:
+        if job.kind is JobKind.UPSCALE:
+            return ((Action.VARY_SUBTLE, 0), (Action.VARY_STRONG, 0))
+        tiles = range(1, len(job.images) + 1)
+        return (
+            *((Action.UPSCALE, t) for t in tiles),
+            *((Action.VARY, t) for t in tiles),
+            (Action.REROLL, 0),
+        )
+    if job.status in (JobStatus.FAILED, JobStatus.INTERRUPTED):
+        return ((Action.RETRY, 0),)
+    return ()
+
+
+# -- what the service hands to the delivery port ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who asked, where, and the message that will show the job (it exists before the job does, so that no
+    job ever runs with nobody to show it to)."""
+
+    user_id: int
+    guild_id: int  # 0 in direct messages
+    channel_id: int
+    message_id: int
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A job as its message shows it: the job, the job it came from, and its picture once it has one."""
+
+    job: Job
+    parent: Job | None = None
+    picture: Image.Image | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Waiting:
+    position: int  # 1: next to start
+
+
+@dataclass(frozen=True)
+class Working:
+    step: int  # steps done
+    total: int
+    preview: Image.Image | None = field(default=None, compare=False, repr=False)
+
+
+Update = Waiting | Working
+
+
+class MessageGone(Exception):
+    """The job's message was deleted (or its channel is gone): nobody is waiting for this job any more."""
+
+
+class DeliveryFailed(Exception):
+    """A send that may work later: rate limited, Discord answering 5xx, a timeout, a lost connection.
+    ``str(e)`` says what happened, in one line, for the log."""
+
+
+class Reply(Protocol):
+    """The delivery port: one job's message, as the cogs implement it with discord.py."""
+
+    async def show(self, view: JobView, update: Update) -> None:
+        """Best effort: show a queue position or a preview. Raises MessageGone if the message was deleted."""
+        ...
+
+    async def deliver(self, view: JobView) -> int | None:
+        """Show the job's final state. Returns the id of a new message when the old one could not be edited
+        any more and a new one was posted instead. Raises MessageGone when there is no message to edit,
+        DeliveryFailed (or anything else) when it should be tried again later."""
+        ...
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    """How hard the final state is pushed through: backoff capped at ``retry_max_s``, each attempt cut off
+    after ``attempt_timeout_s``, given up ``give_up_after`` after the job ended."""
+
+    give_up_after: timedelta = timedelta(hours=24)
+    retry_max_s: float = 300.0
+    retry_base_s: float = 1.0
+    attempt_timeout_s: float = 90.0
+
+
+@dataclass(frozen=True)
+class Leftovers:
+    """What the last run of the bot left behind, read before any new job can arrive."""
+
+    unfinished: tuple[Job, ...]  # queued or running: to queue again
+    undelivered: tuple[Job, ...]  # ended, final state not delivered
+
+
+def defaults_for(base: RequestDefaults, mine: UserSettings) -> RequestDefaults:
+    """The bot's defaults with the user's own /settings on top."""
+    return RequestDefaults(
+        steps=mine.steps or base.steps,
+        cfg=base.cfg if mine.cfg is None else mine.cfg,
+        sampler=mine.sampler or base.sampler,
+        images=mine.images or base.images,
+        aspect=parse_aspect(mine.aspect) if mine.aspect else base.aspect,
+    )
+
+
+def new_seed() -> int:
+    return random.SystemRandom().randint(*SEED_RANGE)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobService:
+    """``async with JobService(store, executor, ...) as jobs:``; closing it stops following and delivering
+    (the store keeps every job's state, and the next start picks them up)."""
+
+    def __init__(
+        self,
+        store: Store,
+        executor: Executor,
+        *,
+        defaults: RequestDefaults,
+        native_size: int,
+        preview_min_interval: float = 1.0,
+        delivery: DeliveryPolicy | None = None,
+        seeds: Callable[[], int] = new_seed,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.store = store
+        self.executor = executor
+        self.defaults = defaults
+        self.native_size = native_size
+        self.preview_min_interval = preview_min_interval
+        self.delivery = delivery or DeliveryPolicy()
+        self._seeds = seeds
+        self._clock = clock
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._recipes: dict[Action, Callable[[Job, int], Awaitable[_Recipe]]] = {
+            Action.UPSCALE: self._upscale,
+            Action.VARY: self._vary,
+            Action.REROLL: self._reroll,
+            Action.VARY_SUBTLE: self._vary_subtle,
+            Action.VARY_STRONG: self._vary_strong,
+            Action.RETRY: self._retry,
+        }
+
+    async def __aenter__(self) -> JobService:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def idle(self) -> None:
+        """Wait until every job this service follows is delivered (or given up). For tests and benchmarks."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # -- new jobs --------------------------------------------------------------------------------------------
+
+    async def user_defaults(self, user_id: int) -> RequestDefaults:
+        return defaults_for(self.defaults, await self.store.get_settings(user_id))
+
+    async def imagine(self, origin: Origin, text: str, reply: Reply) -> Job:
+        """A /imagine: parse it with the user's defaults, check it, take the quota, queue it, follow it.
+
+        Raises ImagineError (ParamError, QuotaExceeded, Forbidden, QueueFull) with the sentence for the user;
+        nothing is taken or queued then.
+        """
+        request = parse(text, await self.user_defaults(origin.user_id))
+        recipe = _Recipe(JobKind.IMAGINE, str(request), request.to_spec(self.native_size))
+        return await self._launch(origin, recipe, reply)
+
+    async def act(self, origin: Origin, action: Action, job_id: int, tile: int, reply: Reply) -> Job:
+        """The new job a button on job ``job_id`` asks for (anything but Cancel)."""
+        parent = await self.store.get_job(job_id)
+        if parent is None:
+            raise ImagineError("That job is no longer known to the bot; start a new /imagine.")
+        recipe = self._recipes.get(action)
+        if recipe is None:
+            raise ValueError(f"{action!r} does not make a new job")
+        return await self._launch(origin, await recipe(parent, tile), reply)
+
+    async def cancel(self, job_id: int, user_id: int, *, moderator: bool) -> bool:
+        """Cancel a queued or running job; its message shows it. False when it had already ended.
+        Raises Forbidden unless ``user_id`` is the job's author or a moderator."""
+        job = await self.store.get_job(job_id)
+        if job is None or (job.user_id != user_id and not moderator):
+            raise Forbidden("Only the author of a job or a moderator can cancel it.")
+        return self.executor.cancel(job_id)
+
+    def cancel_user(self, user_id: int) -> int:
+        """Cancel every queued and running job of a user (blocked by a moderator); how many there were."""
+        snapshot = self.executor.queue_snapshot()
+        return sum(
+            self.executor.cancel(entry.job_id)
+            for entry in (*snapshot.running, *snapshot.queued)
+            if entry.user_id == user_id
+        )
+
+    def queue(self) -> QueueSnapshot:
+        return self.executor.queue_snapshot()
+
+    # -- deriving a job from its parent: one method per action ---------------------------------------------
+
+    async def _upscale(self, parent: Job, tile: int) -> _Recipe:
+        index = self._tile(parent, tile)
+        seed = parent.spec.seeds[index]
+        # The footer's /imagine text makes exactly this tile again: tile 0 of its own seed.
+        request = replace(parse(parent.prompt_text), seed=seed, images=1)
+        spec = replace(parent.spec, seeds=(seed,), strength=None)
+        return _Recipe(JobKind.UPSCALE, str(request), spec, parent.id, index)
+
+    async def _vary(self, parent: Job, tile: int) -> _Recipe:
+        index = self._tile(parent, tile)
+        request = replace(parse(parent.prompt_text), seed=self._seeds(), images=4)
+        spec = replace(parent.spec, seeds=request.tile_seeds(), strength=None)
+        return _Recipe(JobKind.VARIATION, str(request), spec, parent.id, index)
+
+    async def _vary_subtle(self, parent: Job, tile: int) -> _Recipe:
+        return await self._vary_upscaled(parent, VARY_SUBTLE)
+
+    async def _vary_strong(self, parent: Job, tile: int) -> _Recipe:
+        return await self._vary_upscaled(parent, VARY_STRONG)
+
+    async def _vary_upscaled(self, parent: Job, strength: float) -> _Recipe:
+        self._tile(parent, 1)
+        source = await self.store.load_image(parent.images[0])
+        request = replace(parse(parent.prompt_text), seed=self._seeds(), images=4)
+        spec = replace(
+            parent.spec,
+            seeds=request.tile_seeds(),
+            width=source.width,
+            height=source.height,
+            strength=strength,
+        )
+        return _Recipe(JobKind.VARIATION, str(request), spec, parent.id, 0)
+
+    async def _reroll(self, parent: Job, tile: int) -> _Recipe:
+        request = parse(parent.prompt_text).with_seed(self._seeds())
+        return _Recipe(JobKind.REROLL, str(request), request.to_spec(self.native_size), parent.id)
+
+    async def _retry(self, parent: Job, tile: int) -> _Recipe:
+        if parent.status not in (JobStatus.FAILED, JobStatus.INTERRUPTED, JobStatus.CANCELLED):
+            raise ImagineError("That job did not fail; 🔄 makes new images from its prompt.")
+        return _Recipe(parent.kind, parent.prompt_text, parent.spec, parent.parent_id, parent.tile_index)
+
+    @staticmethod
+    def _tile(parent: Job, tile: int) -> int:
+        """The 0-based index of tile ``tile`` (1-based, as on the buttons) of a finished grid."""
+        if parent.status is not JobStatus.DONE:
+            raise ImagineError("That job has no images yet; wait for it to finish.")
+        if not 1 <= tile <= len(parent.images):
+            raise ImagineError(f"That grid has {len(parent.images)} images; there is no image {tile}.")
+        return tile - 1
+
+    # -- submitting and following ----------------------------------------------------------------------------
+
+    async def _launch(self, origin: Origin, recipe: _Recipe, reply: Reply) -> Job:
+        await self._check_words(origin.guild_id, recipe.spec)
+        new = NewJob(
+            user_id=origin.user_id,
+            guild_id=origin.guild_id,
+            channel_id=origin.channel_id,
+            message_id=origin.message_id,
+            kind=recipe.kind,
+            prompt_text=recipe.prompt_text,
+            spec=recipe.spec,
+            parent_id=recipe.parent_id,
+            tile_index=recipe.tile_index,
+        )
+        job = await self.store.reserve_job(new)  # Forbidden / QuotaExceeded: nothing was taken
+        try:
+            spec = await self._engine_spec(job)
+            handle = self.executor.submit(JobRequest(job.id, job.user_id, job.kind, spec))
+        except (ImagineError, OSError) as error:  # QueueFull, or the source picture is gone
+            # The user is told by the caller, in place of the message: nothing is left to deliver.
+            await self.store.finish_job(
+                job.id, JobStatus.CANCELLED, error=str(error), delivery=Delivery.DELIVERED
+            )
+            if isinstance(error, QueueFull):
+                raise
+            raise ImagineError("The image this job starts from is gone; start a new /imagine.") from error
+        self._spawn(self._follow(job, handle, reply), job.id)
+        return job
+
+    async def _check_words(self, guild_id: int, spec: GenerateSpec) -> None:
+        found = await self.store.find_banned_words(guild_id, f"{spec.prompt} {spec.negative_prompt}")
+        if found:
+            words = ", ".join(f"'{w}'" for w in found)
+            raise ParamError(f"Your prompt uses words this server does not allow: {words}. Leave them out.")
+
+    async def _engine_spec(self, job: Job) -> GenerateSpec:
+        """The one place a stored job becomes what the engine runs: its spec, plus the picture a variation
+        or an upscale starts from (its parent's tile)."""
+        if job.kind not in (JobKind.VARIATION, JobKind.UPSCALE):
+            return job.spec
+        parent = await self.store.get_job(job.parent_id) if job.parent_id is not None else None
+        if parent is None or job.tile_index is None or job.tile_index >= len(parent.images):
+            raise ImagineError("The image this job started from is gone; start a new /imagine.")
+        return replace(job.spec, init_image=await self.store.load_image(parent.images[job.tile_index]))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], job_id: int) -> None:
+        task = asyncio.create_task(coro, name=f"job-{job_id}")
+        self._tasks.add(task)
+
+        def finished(task: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("job %s: following it failed", job_id, exc_info=task.exception())
+
+        task.add_done_callback(finished)
+
+    async def _follow(self, job: Job, handle: JobHandle, reply: Reply) -> None:
+        """Keep the store and the message in step with the job's events, then deliver its final state."""
+        view = JobView(job, await self._parent(job))
+        progress = _LatestOnly(
+            lambda update: reply.show(view, update),
+            self.preview_min_interval,
+            on_gone=lambda: self._message_gone(job.id),
+        )
+        try:
+            async for event in handle.events():
+                match event:
+                    case Queued(position=position):
+                        progress.offer(Waiting(position))
+                    case Started():
+                        await self.store.mark_running(job.id)
+                        progress.offer(Working(0, job.spec.num_inference_steps))
+                    case Progress(preview=preview):
+                        progress.offer(Working(preview.step, preview.total, preview.image))
+                    case Done(result=result):
+                        job = await self._complete(job, result)
+                    case Failed(message=message):
+                        job = await self.store.finish_job(job.id, JobStatus.FAILED, error=message)
+                    case Cancelled():
+                        job = await self.store.finish_job(job.id, JobStatus.CANCELLED)
+                    case Interrupted():  # the bot stops; the store says queued/running: resumed at start
+                        return
+        finally:
+            await progress.close()  # whatever preview is in flight must not hold up the final state
+        if progress.gone:
+            await self.store.set_delivery(job.id, Delivery.GONE)
+            return
+        await self._deliver(job, reply, view.parent)
+
+    def _message_gone(self, job_id: int) -> None:
+        log.info("job %s: its message was deleted; cancelling", job_id)
+        self.executor.cancel(job_id)
+
+    async def _complete(self, job: Job, result: GenerateResult) -> Job:
+        images = list(result.images)
+        grid = await asyncio.to_thread(make_grid, images) if len(images) > 1 else None
+        return await self.store.complete_job(
+            job.id, images, grid=grid, elapsed_s=result.elapsed_s, note=result.note
+        )
+
+    async def _parent(self, job: Job) -> Job | None:
+        return await self.store.get_job(job.parent_id) if job.parent_id is not None else None
+
+    async def _picture(self, job: Job) -> Image.Image | None:
+        path = job.grid or (job.images[0] if job.images else None)
+        if job.status is not JobStatus.DONE or path is None:
+            return None
+        try:
+            return await self.store.load_image(path)
+        except OSError as error:
+            log.warning("job %s: its picture can't be read (%s); delivering the text alone", job.id, error)
+            return None
+
+    # -- delivery ------------------------------------------------------------------------------------------
+
+    async def _deliver(self, job: Job, reply: Reply, parent: Job | None = None) -> None:
+        """Push the job's final state through to its message: retried until delivered, gone or expired."""
+        view = JobView(job, parent or await self._parent(job), await self._picture(job))
+        policy = self.delivery
+        ended = job.finished_at or self._clock()
+        left = (ended + policy.give_up_after - self._clock()).total_seconds()
+
+        def log_retry(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            wait = state.next_action.sleep if state.next_action else 0.0
+            what = str(error) if isinstance(error, DeliveryFailed) else f"{type(error).__name__}: {error}"
+            log.warning(
+                "job %s: delivery attempt %d failed (%s); next try in %.1f s",
+                job.id,
+                state.attempt_number,
+                what or type(error).__name__,
+                wait,
+            )
+            if state.attempt_number == 1 and not isinstance(error, DeliveryFailed | TimeoutError):
+                log.warning("job %s: the delivery port raised", job.id, exc_info=error)
+
+        retrying = AsyncRetrying(
+            retry=retry_if_not_exception_type(MessageGone),
+            wait=wait_random_exponential(multiplier=policy.retry_base_s, max=policy.retry_max_s),
+            stop=stop_before_delay(max(left, 0.0)),
+            before_sleep=log_retry,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    async with asyncio.timeout(policy.attempt_timeout_s):
+                        posted = await reply.deliver(view)
+        except MessageGone:
+            log.info("job %s: its message is gone; nothing to deliver", job.id)
+            await self.store.set_delivery(job.id, Delivery.GONE)
+        except Exception as error:
+            log.warning(
+                "job %s: not delivered %s after it ended; giving up (%s)", job.id, policy.give_up_after, error
+            )
+            await self.store.set_delivery(job.id, Delivery.EXPIRED)
+        else:
+            await self.store.set_delivery(job.id, Delivery.DELIVERED, message_id=posted)
+            log.info("job %s: delivered%s", job.id, f" as a new message {posted}" if posted else "")
+
+    # -- after a restart -----------------------------------------------------------------------------------
+
+    async def leftovers(self) -> Leftovers:
+        """Read what the last run left: call before the bot can take new jobs, or they would look the same."""
+        return Leftovers(
+            tuple(await self.store.unfinished_jobs()), tuple(await self.store.undelivered_jobs())
+        )
+
+    async def resume(self, leftovers: Leftovers, reply_for: Callable[[Job], Reply]) -> None:
+        """Queue the unfinished jobs again (their quota stays taken) and deliver the undelivered ones."""
+        for job in leftovers.unfinished:
+            if job.message_id is None:  # it never got a message: nobody is waiting for it
+                await self.store.finish_job(job.id, JobStatus.INTERRUPTED, delivery=Delivery.GONE)
+                continue
+            try:
+                spec = await self._engine_spec(job)
+                await self.store.requeue_job(job.id)
+                handle = self.executor.submit(JobRequest(job.id, job.user_id, job.kind, spec))
+            except (ImagineError, OSError) as error:  # QueueFull, a source picture gone
+                log.info("job %s: not resumed: %s", job.id, error)
+                ended = await self.store.finish_job(job.id, JobStatus.INTERRUPTED, error=str(error))
+                self._spawn(self._deliver(ended, reply_for(ended)), job.id)
+                continue
+            log.info("job %s: resumed after a restart", job.id)
+            self._spawn(self._follow(job, handle, reply_for(job)), job.id)
+        for job in leftovers.undelivered:
+            log.info("job %s: delivering what the last run could not", job.id)
+            self._spawn(self._deliver(job, reply_for(job)), job.id)
+
+
+@dataclass(frozen=True)
+class _Recipe:
+    """What a new job will be, before who and where are known."""
+
+    kind: JobKind
+    prompt_text: str  # the canonical /imagine text
+    spec: GenerateSpec
+    parent_id: int | None = None
+    tile_index: int | None = None  # 0-based tile of the parent, for V and U
+
+
+class _LatestOnly:
+    """Best-effort sending where only the latest update matters: at most one send in flight, at most one per
+    ``min_interval``; a newer update replaces one not yet sent. ``close()`` drops whatever is left."""
+
+    def __init__(
+        self,
+        send: Callable[[Update], Awaitable[None]],
+        min_interval: float,
+        *,
+        on_gone: Callable[[], None],
+    ) -> None:
+        self._send = send
+        self._min_interval = min_interval
+        self._on_gone = on_gone
+        self._latest: Update | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._last_sent = float("-inf")
+        self.gone = False
+
+    def offer(self, update: Update) -> None:
+        if self.gone:
+            return
+        self._latest = update
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._latest is not None:
+            wait = self._last_sent + self._min_interval - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            update, self._latest = self._latest, None
+            try:
+                await self._send(update)
+            except MessageGone:
+                self.gone = True
+                self._on_gone()
+                return
+            except Exception as error:  # a preview is not worth a retry: the next one replaces it
+                log.debug("a progress update was dropped: %s", error)
+            self._last_sent = loop.time()
+
+    async def close(self) -> None:
+        self._latest = None
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)

@@ -32,7 +32,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_ran
 
 from cogs.common import tell
 from imaginebot.config import Settings, load_settings
-from imaginebot.discord_url import use_discord_url
+from imaginebot.discord_url import DEFAULT_DISCORD_URL, use_discord_url
 from imaginebot.errors import ConfigError, ImagineError, ModelNotFound
 from imaginebot.executor import Executor
 from imaginebot.jobs import DeliveryPolicy, JobService
@@ -112,7 +112,7 @@ async def until_discord_answers(
     def say(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
-        log.warning("%s failed: %s. Trying again in %.0f s.", what, _describe(error) if error else "?", wait)
+        log.warning("%s failed: %s. Trying again in %.1f s.", what, _describe(error) if error else "?", wait)
 
     retrying = AsyncRetrying(
         retry=retry_if_exception(_transient),
@@ -124,6 +124,20 @@ async def until_discord_answers(
         with attempt:
             return await call()
     raise AssertionError("unreachable: AsyncRetrying either returns or raises")
+
+
+def login(bot: commands.Bot, token: str) -> Callable[[], Awaitable[None]]:
+    async def attempt() -> None:
+        try:
+            await bot.login(token)
+        except BaseException:
+            # Each try opens its own HTTP session over a new connector: close this one, and let the next
+            # try make a connector again (closing the session closed the connector it owned).
+            await bot.http.close()
+            bot.http.connector = discord.utils.MISSING
+            raise
+
+    return attempt
 
 
 def job_service(settings: Settings, store: Store, executor: Executor, native_size: int) -> JobService:
@@ -195,8 +209,10 @@ async def run(settings: Settings, *, mock: bool) -> None:
         # Closed before the executor stops: what it was following stays in the store for the next start.
         jobs = await stack.enter_async_context(job_service(settings, store, executor, engine.native_size))
         async with ImagineBot(settings, store, jobs) as bot:
-            where = url or "https://discord.com"
-            await until_discord_answers(f"Logging in to Discord at {where}", lambda: bot.login(token))
+            assert token is not None
+            await until_discord_answers(
+                f"Logging in to Discord at {url or DEFAULT_DISCORD_URL}", login(bot, token)
+            )
             if mock:
                 print(f"\nThe local Discord is ready: open {server.page_url} in a browser.\n", flush=True)
             await bot.connect()

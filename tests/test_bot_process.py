@@ -1,0 +1,198 @@
+"""bot.py as an operator runs it, in its own process, against the local Discord: start-up when Discord is
+unreachable, answering 5xx or refusing the token, and a bot killed between a job's end and its delivery."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import socket
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imaginebot.mockdiscord import run_mock_discord
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "mock.the-secret-bot-token-Zq81"  # the local Discord's; checked never to be shown
+STARTUP = 180.0  # loading torch and the embedded model on a busy 2-core machine
+
+pytestmark = pytest.mark.slow
+
+
+class BotProcess:
+    """``python bot.py --discord-url URL`` with the embedded model; its log lines, collected as they come."""
+
+    def __init__(self, url: str, data_dir: Path, token: str = TOKEN) -> None:
+        self.url, self.data_dir, self.token = url, data_dir, token
+        self.lines: list[str] = []
+        self.process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._new_line = asyncio.Event()
+
+    async def start(self) -> BotProcess:
+        env = {
+            **os.environ,
+            "IMAGINEBOT_DISCORD_TOKEN": self.token,
+            "IMAGINEBOT_DATA_DIR": str(self.data_dir),
+            "IMAGINEBOT_DELIVERY_RETRY_MAX": "1",
+            "IMAGINEBOT_PREVIEW_MIN_INTERVAL": "0.2",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(ROOT / "bot.py"),
+            "--discord-url",
+            self.url,
+            cwd=self.data_dir.parent,  # no stray .env
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        async for raw in self.process.stdout:
+            self.lines.append(raw.decode(errors="replace").rstrip())
+            self._new_line.set()
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    async def wait_for_line(self, pattern: str, *, count: int = 1, timeout: float = STARTUP) -> list[str]:  # noqa: ASYNC109
+        async with asyncio.timeout(timeout):
+            while True:
+                found = [line for line in self.lines if re.search(pattern, line)]
+                if len(found) >= count:
+                    return found
+                assert self.process is not None
+                if self.process.returncode is not None:
+                    raise AssertionError(f"the bot exited with {self.process.returncode}:\n{self.output}")
+                self._new_line.clear()
+                await self._new_line.wait()
+
+    async def wait(self, timeout: float = STARTUP) -> int:  # noqa: ASYNC109
+        assert self.process is not None and self._reader is not None
+        code = await asyncio.wait_for(self.process.wait(), timeout)
+        await self._reader
+        return code
+
+    async def stop(self, sig: int = signal.SIGINT) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(sig)
+            try:
+                await self.wait(30)
+            except TimeoutError:
+                self.process.kill()
+                await self.wait(30)
+
+
+@pytest.fixture
+async def bots(tmp_path: Path) -> AsyncIterator[list[BotProcess]]:
+    started: list[BotProcess] = []
+    yield started
+    for bot in started:
+        with contextlib.suppress(ProcessLookupError):
+            await bot.stop(signal.SIGKILL)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_start_up_waits_out_an_unreachable_or_failing_discord(
+    tmp_path: Path, bots: list[BotProcess]
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    bot = await BotProcess(url, tmp_path / "data").start()
+    bots.append(bot)
+    unreachable = await bot.wait_for_line(rf"Logging in to Discord at {url} failed: .*Trying again", count=2)
+    assert "Cannot connect" in unreachable[0]
+    async with run_mock_discord(port=port, bot_token=TOKEN) as server:
+        server.outage(600, 503)
+        await bot.wait_for_line(r"failed: Discord answered 503.*Trying again")
+        server.clear_faults()
+        await server.wait_for_commands(timeout=120)
+        assert server.requests(path_contains="/users/@me", status=200)
+        await bot.stop()
+    assert "Traceback" not in bot.output and "Unclosed" not in bot.output
+    assert TOKEN not in bot.output
+
+
+async def test_a_refused_token_is_one_line_and_a_failed_exit(tmp_path: Path, bots: list[BotProcess]) -> None:
+    async with run_mock_discord(bot_token=TOKEN) as server:
+        wrong = "not-the-token-Secret-7731"
+        bot = await BotProcess(server.url, tmp_path / "data", token=wrong).start()
+        bots.append(bot)
+        assert await bot.wait() == 1
+    refused = [line for line in bot.lines if "refused the bot token" in line]
+    assert len(refused) == 1 and "IMAGINEBOT_DISCORD_TOKEN" in refused[0]
+    assert wrong not in bot.output and "Traceback" not in bot.output
+
+
+def job_row(data_dir: Path) -> dict[str, Any] | None:
+    """The newest job as the bot's store has it (read straight from its SQLite file)."""
+    path = data_dir / "imaginebot.db"
+    if not path.exists():
+        return None
+    with contextlib.closing(sqlite3.connect(path, timeout=10)) as db:
+        db.row_factory = sqlite3.Row
+        try:
+            row = db.execute("SELECT * FROM jobs ORDER BY id DESC LIMIT 1").fetchone()
+        except sqlite3.OperationalError:  # not migrated yet
+            return None
+    return dict(row) if row else None
+
+
+async def wait_for_job(data_dir: Path, check: Any, timeout: float = 120) -> dict[str, Any]:  # noqa: ASYNC109
+    async with asyncio.timeout(timeout):
+        while True:
+            row = job_row(data_dir)
+            if row is not None and check(row):
+                return row
+            await asyncio.sleep(0.1)
+
+
+async def test_a_bot_killed_between_done_and_delivered_delivers_at_its_next_start(
+    tmp_path: Path, bots: list[BotProcess]
+) -> None:
+    data_dir = tmp_path / "data"
+    async with run_mock_discord(bot_token=TOKEN) as server:
+        first = await BotProcess(server.url, data_dir).start()
+        bots.append(first)
+        await server.wait_for_commands(timeout=STARTUP)
+        interaction = await server.send_command(
+            "imagine", {"prompt": "a red circle on a blue background --steps 8"}, user=server.alice
+        )
+        await server.wait_for_response(interaction, lambda m: bool(m.custom_ids), timeout=60)
+        server.outage(600, 503)  # Discord is down: the grid can't be delivered
+        row = await wait_for_job(data_dir, lambda r: r["status"] == "done")
+        assert row["delivery"] == "pending"
+        await first.stop(signal.SIGKILL)  # no goodbye: the store is all that is left
+        server.clear_faults()
+
+        second = await BotProcess(server.url, data_dir).start()
+        bots.append(second)
+        grid = await server.wait_for_message(
+            lambda m: m.interaction is interaction and any(c.startswith("ib:u:") for c in m.custom_ids),
+            timeout=STARTUP,
+        )
+        assert grid.attachments and grid.attachments[0].data[:4] == b"\x89PNG"
+        row = await wait_for_job(data_dir, lambda r: r["delivery"] == "delivered")
+        assert row["status"] == "done" and row["charged"] == 4  # charged once
+        # The new process has no interaction object: the grid went in with the bot token.
+        assert [r for r in server.requests(path_contains="/channels/", status=200) if r.method == "PATCH"]
+        await second.stop()
+    assert "delivering what the last run could not" in second.output

@@ -32,10 +32,11 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_ran
 
 from cogs.common import tell
 from imaginebot.config import Settings, load_settings
+from imaginebot.delivery import DeliveryPolicy
 from imaginebot.discord_url import DEFAULT_DISCORD_URL, use_discord_url
 from imaginebot.errors import ConfigError, ImagineError, ModelNotFound
 from imaginebot.executor import Executor
-from imaginebot.jobs import DeliveryPolicy, JobService
+from imaginebot.jobs import JobService
 from imaginebot.store import Store
 
 log = logging.getLogger("imaginebot")

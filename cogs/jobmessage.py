@@ -3,7 +3,9 @@
 Edits go through the interaction token while it is young (14 of its 15 minutes) and through the bot token
 (a plain channel message edit) after, so a job that finishes late still reaches its user. Where the message
 cannot be edited at all any more (no access to the channel, or Discord's cap on edits of old messages), the
-final state is posted as a new message that mentions the user and links to the original.
+final state is posted as a new message that mentions the user and links to the original: in the channel,
+or, where the bot may not post there either, in a direct message to the user. A nonce makes Discord drop a
+second copy of that post when a try is repeated after Discord took the first.
 
 Discord's failures are translated for the service here, and only here: a deleted message or channel (404
 10008/10003) is ``MessageGone``; 429s, 5xx answers, timeouts and lost connections are ``DeliveryFailed``,
@@ -17,6 +19,7 @@ import asyncio
 import contextlib
 import io
 import logging
+import re
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -25,7 +28,8 @@ import aiohttp
 import discord
 
 from cogs import render
-from imaginebot.jobs import Action, DeliveryFailed, JobView, MessageGone, Update, Working, next_actions
+from imaginebot.delivery import DeliveryFailed, JobView, MessageGone, Posted, Update, Working
+from imaginebot.jobs import Action, next_actions
 from imaginebot.store_models import Job
 
 log = logging.getLogger(__name__)
@@ -89,7 +93,7 @@ class DiscordReply:
             image = await asyncio.to_thread(render.encode_preview, update.preview)
         await self._edit(view.job, render.progress(view, update), image, "preview.jpg")
 
-    async def deliver(self, view: JobView) -> int | None:
+    async def deliver(self, view: JobView) -> Posted | None:
         job, data, filename = view.job, None, ""
         if view.picture is not None:
             encoded = await asyncio.to_thread(render.encode_picture, view.picture)
@@ -99,15 +103,29 @@ class DiscordReply:
             return None
         except _CannotEdit as error:
             log.info("job %s: %s; posting the result as a new message", job.id, error)
-        channel = self.bot.get_partial_messageable(job.channel_id)
-        with _translated():
-            message = await channel.send(
+        return await self._post(view, data, filename)
+
+    async def _post(self, view: JobView, data: bytes | None, filename: str) -> Posted:
+        job = view.job
+
+        async def send(channel: discord.abc.Messageable) -> discord.Message:
+            return await channel.send(
                 render.reposted(view),
                 files=_files(data, filename),
                 view=job_buttons(job),
                 allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.user_id)]),
+                nonce=f"ib{job.id}",  # Discord drops a repeat of the same post (at most 25 characters)
             )
-        return message.id
+
+        with _translated():
+            try:
+                message = await send(self.bot.get_partial_messageable(job.channel_id))
+            except discord.Forbidden as error:
+                log.info(
+                    "job %s: may not post in the channel either (%s); sending a DM", job.id, _describe(error)
+                )
+                message = await send(await self.bot.create_dm(discord.Object(job.user_id)))
+        return Posted(message.channel.id, message.id)
 
     def _token_fresh(self) -> bool:
         if self.interaction is None:
@@ -158,9 +176,16 @@ def _translated() -> Iterator[None]:
         raise DeliveryFailed(_describe(error)) from error
 
 
+# An interaction token is a credential, and it rides in the URL of every webhook and callback request.
+_TOKEN_IN_URL = re.compile(r"(/(?:webhooks|interactions)/\d+/)[^/\s?]+")
+
+
 def _describe(error: BaseException) -> str:
+    """One line for the log, with any interaction token in it masked (aiohttp's errors quote the URL)."""
     if isinstance(error, discord.HTTPException):
         what = "rate limited" if error.status == 429 else (error.text or error.response.reason or "")
         code = f" code {error.code}" if error.code else ""
-        return f"Discord answered {error.status}{code}: {what}".rstrip(": ")
-    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        text = f"Discord answered {error.status}{code}: {what}".rstrip(": ")
+    else:
+        text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return _TOKEN_IN_URL.sub(r"\1<token>", text)

@@ -131,7 +131,7 @@ class Moderation(commands.Cog):
         await self.bot.store.block_user(
             guild_id_of(interaction), user.id, by=interaction.user.id, reason=reason
         )
-        cancelled = self.bot.jobs.cancel_user(user.id)
+        cancelled = await self.bot.jobs.cancel_user(guild_id_of(interaction), user.id)
         extra = f" Cancelled {cancelled} waiting job(s)." if cancelled else ""
         await interaction.response.send_message(f"{user.mention} is blocked.{extra}", ephemeral=True)
 

@@ -8,8 +8,9 @@ import discord
 from PIL import Image
 
 from cogs.common import short
+from imaginebot.delivery import JobView, Update, Waiting
 from imaginebot.engine.grid import EncodedImage, encode_under_limit
-from imaginebot.jobs import Action, JobView, Update, Waiting
+from imaginebot.jobs import Action
 from imaginebot.store_models import Job, JobKind, JobStatus
 
 PROMPT_CHARS = 300  # of the prompt in the headline; the canonical text below it is complete

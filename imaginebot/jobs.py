@@ -2,7 +2,7 @@
 
     cogs (Discord I/O) → JobService → Executor (fair queue, GPU workers) → engine
                           ↓ Store (jobs, quota)      events ↩
-                          ↓ Reply: the delivery port, implemented by the cogs with discord.py
+                          ↓ Reply: the delivery port (imaginebot.delivery), implemented by the cogs
 
 The service derives what a button asks for (U/V/🔄/Vary/Retry), reserves the quota, submits the job,
 follows its events, keeps the store in step, and hands each state to the job's ``Reply``. It knows no
@@ -10,17 +10,9 @@ discord.py: the tests drive it with a fake ``Reply``.
 
 A job's life: ``queued → running → done → delivered``. Failed, cancelled and interrupted jobs are delivered
 too, so delivery is its own column next to the status (``Delivery``): ``pending`` once the job has ended,
-then ``delivered``, ``gone`` (the message was deleted: nobody is waiting) or ``expired``.
-
-- Progress (queue position, previews) is best effort: only the latest update is kept, one send at a time,
-  at most one per ``preview_min_interval``; whatever is in flight is dropped the moment the job ends, so it
-  never holds up the final state.
-- The final state is retried with exponential backoff and full jitter through any number of 429s, 5xx
-  answers, timeouts and restarts, until the ``Reply`` has delivered it, the message is gone, or
-  ``give_up_after`` has passed since the job ended (the bound is measured from the stored end time, so a
-  restart does not reset it).
-- At start, ``resume()`` queues again the jobs the last run left queued or running and delivers the ones it
-  finished but could not deliver.
+then ``delivered``, ``gone`` (the message was deleted: nobody is waiting) or ``expired``. How progress and
+final states are sent is ``imaginebot.delivery``'s business. At start, ``resume()`` queues again the jobs
+the last run left queued or running and delivers the ones it finished but could not deliver.
 """
 
 from __future__ import annotations
@@ -29,24 +21,27 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
 from PIL import Image
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_not_exception_type,
-    stop_before_delay,
-    wait_random_exponential,
-)
 
+from imaginebot.delivery import (
+    DeliveryPolicy,
+    JobView,
+    LatestOnly,
+    Reply,
+    Waiting,
+    Working,
+    deliver_final,
+)
 from imaginebot.engine.api import GenerateResult, GenerateSpec
 from imaginebot.engine.grid import make_grid
 from imaginebot.errors import Forbidden, ImagineError, ParamError, QueueFull
 from imaginebot.executor import (
+    UNEXPECTED_ERROR,
     Cancelled,
     Done,
     Executor,
@@ -98,9 +93,6 @@ def next_actions(job: Job) -> tuple[tuple[Action, int], ...]:
     return ()
 
 
-# -- what the service hands to the delivery port ---------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class Origin:
     """Who asked, where, and the message that will show the job (it exists before the job does, so that no
@@ -110,64 +102,6 @@ class Origin:
     guild_id: int  # 0 in direct messages
     channel_id: int
     message_id: int
-
-
-@dataclass(frozen=True)
-class JobView:
-    """A job as its message shows it: the job, the job it came from, and its picture once it has one."""
-
-    job: Job
-    parent: Job | None = None
-    picture: Image.Image | None = field(default=None, compare=False, repr=False)
-
-
-@dataclass(frozen=True)
-class Waiting:
-    position: int  # 1: next to start
-
-
-@dataclass(frozen=True)
-class Working:
-    step: int  # steps done
-    total: int
-    preview: Image.Image | None = field(default=None, compare=False, repr=False)
-
-
-Update = Waiting | Working
-
-
-class MessageGone(Exception):
-    """The job's message was deleted (or its channel is gone): nobody is waiting for this job any more."""
-
-
-class DeliveryFailed(Exception):
-    """A send that may work later: rate limited, Discord answering 5xx, a timeout, a lost connection.
-    ``str(e)`` says what happened, in one line, for the log."""
-
-
-class Reply(Protocol):
-    """The delivery port: one job's message, as the cogs implement it with discord.py."""
-
-    async def show(self, view: JobView, update: Update) -> None:
-        """Best effort: show a queue position or a preview. Raises MessageGone if the message was deleted."""
-        ...
-
-    async def deliver(self, view: JobView) -> int | None:
-        """Show the job's final state. Returns the id of a new message when the old one could not be edited
-        any more and a new one was posted instead. Raises MessageGone when there is no message to edit,
-        DeliveryFailed (or anything else) when it should be tried again later."""
-        ...
-
-
-@dataclass(frozen=True)
-class DeliveryPolicy:
-    """How hard the final state is pushed through: backoff capped at ``retry_max_s``, each attempt cut off
-    after ``attempt_timeout_s``, given up ``give_up_after`` after the job ended."""
-
-    give_up_after: timedelta = timedelta(hours=24)
-    retry_max_s: float = 300.0
-    retry_base_s: float = 1.0
-    attempt_timeout_s: float = 90.0
 
 
 @dataclass(frozen=True)
@@ -277,18 +211,22 @@ class JobService:
         """Cancel a queued or running job; its message shows it. False when it had already ended.
         Raises Forbidden unless ``user_id`` is the job's author or a moderator."""
         job = await self.store.get_job(job_id)
-        if job is None or (job.user_id != user_id and not moderator):
+        if job is None:
+            raise ImagineError("That job is no longer known to the bot.")
+        if job.user_id != user_id and not moderator:
             raise Forbidden("Only the author of a job or a moderator can cancel it.")
         return self.executor.cancel(job_id)
 
-    def cancel_user(self, user_id: int) -> int:
-        """Cancel every queued and running job of a user (blocked by a moderator); how many there were."""
+    async def cancel_user(self, guild_id: int, user_id: int) -> int:
+        """Cancel a user's queued and running jobs on one server (a moderator blocked them there).
+        Returns how many there were."""
         snapshot = self.executor.queue_snapshot()
-        return sum(
-            self.executor.cancel(entry.job_id)
-            for entry in (*snapshot.running, *snapshot.queued)
-            if entry.user_id == user_id
-        )
+        cancelled = 0
+        for entry in (*snapshot.running, *snapshot.queued):
+            job = await self.store.get_job(entry.job_id) if entry.user_id == user_id else None
+            if job is not None and job.guild_id == guild_id:
+                cancelled += self.executor.cancel(job.id)
+        return cancelled
 
     def queue(self) -> QueueSnapshot:
         return self.executor.queue_snapshot()
@@ -406,7 +344,7 @@ class JobService:
     async def _follow(self, job: Job, handle: JobHandle, reply: Reply) -> None:
         """Keep the store and the message in step with the job's events, then deliver its final state."""
         view = JobView(job, await self._parent(job))
-        progress = _LatestOnly(
+        progress = LatestOnly(
             lambda update: reply.show(view, update),
             self.preview_min_interval,
             on_gone=lambda: self._message_gone(job.id),
@@ -429,6 +367,12 @@ class JobService:
                         job = await self.store.finish_job(job.id, JobStatus.CANCELLED)
                     case Interrupted():  # the bot stops; the store says queued/running: resumed at start
                         return
+        except Exception:
+            # Never leave a job running in the store with nobody following it: fail it (which gives the
+            # quota back) and tell the user.
+            log.exception("job %s: following it failed; marking it failed", job.id)
+            self.executor.cancel(job.id)
+            job = await self.store.finish_job(job.id, JobStatus.FAILED, error=UNEXPECTED_ERROR)
         finally:
             await progress.close()  # whatever preview is in flight must not hold up the final state
         if progress.gone:
@@ -463,49 +407,11 @@ class JobService:
     # -- delivery ------------------------------------------------------------------------------------------
 
     async def _deliver(self, job: Job, reply: Reply, parent: Job | None = None) -> None:
-        """Push the job's final state through to its message: retried until delivered, gone or expired."""
+        """Push the job's final state through to its message, and record how that went."""
         view = JobView(job, parent or await self._parent(job), await self._picture(job))
-        policy = self.delivery
-        ended = job.finished_at or self._clock()
-        left = (ended + policy.give_up_after - self._clock()).total_seconds()
-
-        def log_retry(state: RetryCallState) -> None:
-            error = state.outcome.exception() if state.outcome else None
-            wait = state.next_action.sleep if state.next_action else 0.0
-            what = str(error) if isinstance(error, DeliveryFailed) else f"{type(error).__name__}: {error}"
-            log.warning(
-                "job %s: delivery attempt %d failed (%s); next try in %.1f s",
-                job.id,
-                state.attempt_number,
-                what or type(error).__name__,
-                wait,
-            )
-            if state.attempt_number == 1 and not isinstance(error, DeliveryFailed | TimeoutError):
-                log.warning("job %s: the delivery port raised", job.id, exc_info=error)
-
-        retrying = AsyncRetrying(
-            retry=retry_if_not_exception_type(MessageGone),
-            wait=wait_random_exponential(multiplier=policy.retry_base_s, max=policy.retry_max_s),
-            stop=stop_before_delay(max(left, 0.0)),
-            before_sleep=log_retry,
-            reraise=True,
-        )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    async with asyncio.timeout(policy.attempt_timeout_s):
-                        posted = await reply.deliver(view)
-        except MessageGone:
-            log.info("job %s: its message is gone; nothing to deliver", job.id)
-            await self.store.set_delivery(job.id, Delivery.GONE)
-        except Exception as error:
-            log.warning(
-                "job %s: not delivered %s after it ended; giving up (%s)", job.id, policy.give_up_after, error
-            )
-            await self.store.set_delivery(job.id, Delivery.EXPIRED)
-        else:
-            await self.store.set_delivery(job.id, Delivery.DELIVERED, message_id=posted)
-            log.info("job %s: delivered%s", job.id, f" as a new message {posted}" if posted else "")
+        delivery, posted = await deliver_final(view, reply, self.delivery, self._clock())
+        where = (posted.channel_id, posted.message_id) if posted else None
+        await self.store.set_delivery(job.id, delivery, message=where)
 
     # -- after a restart -----------------------------------------------------------------------------------
 
@@ -518,23 +424,29 @@ class JobService:
     async def resume(self, leftovers: Leftovers, reply_for: Callable[[Job], Reply]) -> None:
         """Queue the unfinished jobs again (their quota stays taken) and deliver the undelivered ones."""
         for job in leftovers.unfinished:
-            if job.message_id is None:  # it never got a message: nobody is waiting for it
-                await self.store.finish_job(job.id, JobStatus.INTERRUPTED, delivery=Delivery.GONE)
-                continue
             try:
-                spec = await self._engine_spec(job)
-                await self.store.requeue_job(job.id)
-                handle = self.executor.submit(JobRequest(job.id, job.user_id, job.kind, spec))
-            except (ImagineError, OSError) as error:  # QueueFull, a source picture gone
-                log.info("job %s: not resumed: %s", job.id, error)
-                ended = await self.store.finish_job(job.id, JobStatus.INTERRUPTED, error=str(error))
-                self._spawn(self._deliver(ended, reply_for(ended)), job.id)
-                continue
-            log.info("job %s: resumed after a restart", job.id)
-            self._spawn(self._follow(job, handle, reply_for(job)), job.id)
+                await self._resume_one(job, reply_for)
+            except Exception:  # one bad leftover must not keep the others from their users
+                log.exception("job %s: could not be resumed", job.id)
         for job in leftovers.undelivered:
             log.info("job %s: delivering what the last run could not", job.id)
             self._spawn(self._deliver(job, reply_for(job)), job.id)
+
+    async def _resume_one(self, job: Job, reply_for: Callable[[Job], Reply]) -> None:
+        if job.message_id is None:  # it never got a message: nobody is waiting for it
+            await self.store.finish_job(job.id, JobStatus.INTERRUPTED, delivery=Delivery.GONE)
+            return
+        try:
+            spec = await self._engine_spec(job)
+            await self.store.requeue_job(job.id)
+            handle = self.executor.submit(JobRequest(job.id, job.user_id, job.kind, spec))
+        except (ImagineError, OSError) as error:  # QueueFull, a source picture gone
+            log.info("job %s: not resumed: %s", job.id, error)
+            ended = await self.store.finish_job(job.id, JobStatus.INTERRUPTED, error=str(error))
+            self._spawn(self._deliver(ended, reply_for(ended)), job.id)
+            return
+        log.info("job %s: resumed after a restart", job.id)
+        self._spawn(self._follow(job, handle, reply_for(job)), job.id)
 
 
 @dataclass(frozen=True)
@@ -546,53 +458,3 @@ class _Recipe:
     spec: GenerateSpec
     parent_id: int | None = None
     tile_index: int | None = None  # 0-based tile of the parent, for V and U
-
-
-class _LatestOnly:
-    """Best-effort sending where only the latest update matters: at most one send in flight, at most one per
-    ``min_interval``; a newer update replaces one not yet sent. ``close()`` drops whatever is left."""
-
-    def __init__(
-        self,
-        send: Callable[[Update], Awaitable[None]],
-        min_interval: float,
-        *,
-        on_gone: Callable[[], None],
-    ) -> None:
-        self._send = send
-        self._min_interval = min_interval
-        self._on_gone = on_gone
-        self._latest: Update | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._last_sent = float("-inf")
-        self.gone = False
-
-    def offer(self, update: Update) -> None:
-        if self.gone:
-            return
-        self._latest = update
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._latest is not None:
-            wait = self._last_sent + self._min_interval - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            update, self._latest = self._latest, None
-            try:
-                await self._send(update)
-            except MessageGone:
-                self.gone = True
-                self._on_gone()
-                return
-            except Exception as error:  # a preview is not worth a retry: the next one replaces it
-                log.debug("a progress update was dropped: %s", error)
-            self._last_sent = loop.time()
-
-    async def close(self) -> None:
-        self._latest = None
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)

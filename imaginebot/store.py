@@ -366,14 +366,18 @@ class Store:
             job_id, JobStatus.DONE, images=tiles, grid=grid_path, elapsed_s=elapsed_s, note=note
         )
 
-    async def set_delivery(self, job_id: int, delivery: Delivery, *, message_id: int | None = None) -> None:
-        """Record how the end of a job reached its user; ``message_id``: a new message now shows it."""
+    async def set_delivery(
+        self, job_id: int, delivery: Delivery, *, message: tuple[int, int] | None = None
+    ) -> None:
+        """Record how the end of a job reached its user; ``message``: (channel id, message id) of a new
+        message that shows it now, in place of the one that could not be edited any more."""
+        channel_id, message_id = message or (None, None)
         async with self._tx() as db:
             await db.execute(
-                "UPDATE jobs SET delivery = ?, delivered_at = ?, message_id = COALESCE(?, message_id)"
-                " WHERE id = ?",
+                "UPDATE jobs SET delivery = ?, delivered_at = ?, channel_id = COALESCE(?, channel_id),"
+                " message_id = COALESCE(?, message_id) WHERE id = ?",
                 (delivery.value, self._now().isoformat() if delivery is Delivery.DELIVERED else None,
-                 message_id, job_id),
+                 channel_id, message_id, job_id),
             )  # fmt: skip
 
     def job_dir(self, job_id: int) -> Path:

@@ -174,7 +174,7 @@ async def test_a_bot_killed_between_done_and_delivered_delivers_at_its_next_star
         bots.append(first)
         await server.wait_for_commands(timeout=STARTUP)
         interaction = await server.send_command(
-            "imagine", {"prompt": "a red circle on a blue background --steps 8"}, user=server.alice
+            "imagine", {"prompt": "a red circle on a blue background --steps 30"}, user=server.alice
         )
         await server.wait_for_response(interaction, lambda m: bool(m.custom_ids), timeout=60)
         server.outage(600, 503)  # Discord is down: the grid can't be delivered

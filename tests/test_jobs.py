@@ -19,20 +19,19 @@ from typing import Any
 import pytest
 from fakes import FakeEngine
 
-from imaginebot.errors import Forbidden, ImagineError, ParamError, QueueFull
-from imaginebot.executor import Executor
-from imaginebot.jobs import (
-    Action,
+from imaginebot.delivery import (
     DeliveryFailed,
     DeliveryPolicy,
-    JobService,
     JobView,
     MessageGone,
-    Origin,
+    Posted,
     Update,
     Waiting,
     Working,
 )
+from imaginebot.errors import Forbidden, ImagineError, ParamError, QueueFull
+from imaginebot.executor import Executor
+from imaginebot.jobs import Action, JobService, Origin
 from imaginebot.params import RequestDefaults
 from imaginebot.store import Store
 from imaginebot.store_models import Delivery, Job, JobKind, JobStatus
@@ -51,7 +50,7 @@ class FakeReply:
     gone: bool = False
     hang_deliveries: int = 0
     hang_previews: bool = False
-    posts_new_message: int | None = None
+    posts_new_message: Posted | None = None
     shown: list[Update] = field(default_factory=list)
     attempts: int = 0
     delivered: list[JobView] = field(default_factory=list)
@@ -70,7 +69,7 @@ class FakeReply:
                 self.previews_cancelled += 1
                 raise
 
-    async def deliver(self, view: JobView) -> int | None:
+    async def deliver(self, view: JobView) -> Posted | None:
         self.attempts += 1
         self.order.append("deliver")
         if self.gone:
@@ -128,6 +127,14 @@ async def finished(jobs: JobService, job_id: int) -> Job:
     job = await jobs.store.get_job(job_id)
     assert job is not None
     return job
+
+
+async def until(check: Callable[[], bool]) -> None:
+    for _ in range(500):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise TimeoutError("the condition never held")
 
 
 async def ended(jobs: JobService, job_id: int) -> None:
@@ -211,7 +218,7 @@ async def test_a_message_gone_at_delivery_is_not_retried(service: Service) -> No
     jobs = await service()
     reply = FakeReply()
 
-    async def gone(view: JobView) -> int | None:
+    async def gone(view: JobView) -> Posted | None:
         reply.attempts += 1
         raise MessageGone("10008 Unknown Message")
 
@@ -219,6 +226,34 @@ async def test_a_message_gone_at_delivery_is_not_retried(service: Service) -> No
     job = await jobs.imagine(origin(), "a green star", reply)
     done = await finished(jobs, job.id)
     assert done.status is JobStatus.DONE and done.delivery is Delivery.GONE and reply.attempts == 1
+
+
+async def test_stopping_the_service_stops_a_delivery_in_flight(service: Service) -> None:
+    jobs = await service(delivery=DeliveryPolicy(retry_base_s=0.001, retry_max_s=0.01, attempt_timeout_s=600))
+    reply = FakeReply(hang_deliveries=1)  # Discord never answers the first try
+    job = await jobs.imagine(origin(), "a blue square", reply)
+    await until(lambda: reply.attempts > 0)
+    await asyncio.wait_for(jobs.close(), 5)  # the bot stops: nothing may hold it up
+    stored = await jobs.store.get_job(job.id)
+    assert stored is not None and stored.delivery is Delivery.PENDING  # for the next start
+    assert reply.attempts == 1
+
+
+async def test_a_job_whose_following_breaks_is_failed_refunded_and_told(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = await service()
+
+    async def disk_full(job_id: int, *args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(jobs.store, "complete_job", disk_full)
+    reply = FakeReply()
+    job = await jobs.imagine(origin(), "a blue square", reply)
+    done = await finished(jobs, job.id)
+    assert (done.status, done.delivery) == (JobStatus.FAILED, Delivery.DELIVERED)
+    assert "went wrong" in done.error and reply.delivered[0].job.status is JobStatus.FAILED
+    assert (await jobs.store.quota_status(GUILD, ALICE)).used == 0
 
 
 async def test_a_preview_in_flight_never_holds_up_the_final_state(service: Service) -> None:
@@ -233,9 +268,9 @@ async def test_a_preview_in_flight_never_holds_up_the_final_state(service: Servi
 
 async def test_a_new_message_posted_in_place_of_the_old_one_is_recorded(service: Service) -> None:
     jobs = await service()
-    job = await jobs.imagine(origin(), "a red circle", FakeReply(posts_new_message=777))
+    job = await jobs.imagine(origin(), "a red circle", FakeReply(posts_new_message=Posted(88, 777)))
     done = await finished(jobs, job.id)
-    assert done.delivery is Delivery.DELIVERED and done.message_id == 777
+    assert done.delivery is Delivery.DELIVERED and (done.channel_id, done.message_id) == (88, 777)
 
 
 async def test_failed_and_cancelled_jobs_are_delivered_too(service: Service, engine: FakeEngine) -> None:
@@ -252,6 +287,8 @@ async def test_failed_and_cancelled_jobs_are_delivered_too(service: Service, eng
     job = await jobs.imagine(origin(), "a purple star", reply)
     with pytest.raises(Forbidden, match="Only the author"):
         await jobs.cancel(job.id, BOB, moderator=False)
+    with pytest.raises(ImagineError, match="no longer known"):
+        await jobs.cancel(9999, ALICE, moderator=True)
     assert await jobs.cancel(job.id, BOB, moderator=True)
     engine.gate.set()
     done = await finished(jobs, job.id)
@@ -266,7 +303,7 @@ async def test_a_full_queue_refuses_and_leaves_nothing_to_deliver(
     jobs = await service(max_queued_per_user=1)
     engine.gate.clear()
     await jobs.imagine(origin(), "one", FakeReply())
-    await asyncio.sleep(0.05)  # the first starts (and waits at the gate); the second waits in the queue
+    await until(lambda: bool(engine.calls))  # the first starts (and waits at the gate): the next ones queue
     await jobs.imagine(origin(), "two", FakeReply())
     with pytest.raises(QueueFull):
         await jobs.imagine(origin(), "three", FakeReply())
@@ -417,8 +454,8 @@ async def test_cancel_user_cancels_queued_and_running_jobs(service: Service, eng
     jobs = await service()
     engine.gate.clear()
     ids = [(await jobs.imagine(origin(BOB), f"job {i}", FakeReply())).id for i in range(3)]
-    await asyncio.sleep(0.05)
-    assert jobs.cancel_user(BOB) == 3
+    assert await jobs.cancel_user(GUILD + 1, BOB) == 0  # blocked on another server: these stay
+    assert await jobs.cancel_user(GUILD, BOB) == 3
     engine.gate.set()
     for job_id in ids:
         assert (await finished(jobs, job_id)).status is JobStatus.CANCELLED

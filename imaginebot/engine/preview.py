@@ -1,11 +1,12 @@
 """Cheap previews: a linear latent -> RGB map applied to the predicted clean latents x0, off the GPU thread.
 
 A full VAE decode of four 512 px tiles costs ~60 ms on an H100; a (channels x 3) matrix product costs ~0.1 ms.
-SD 1.x/2.x and SDXL use the published coefficients (anchors.md). Any other VAE (another latent channel count
-or layout, e.g. our embedded model's) gets coefficients fitted once at load: a least-squares affine map from
-the VAE's latents to the average colour of the pixels each latent covers, over a few synthetic images (smooth
-colour fields and gradients) encoded by that VAE. The fit is deterministic and kept on the engine for its
-lifetime.
+SD 1.x/2.x and SDXL use the coefficients the community published for their VAE (keturn's fit for SD 1.x,
+as ComfyUI's comfy/latent_formats.py and A1111's previews carry it, and a like fit for SDXL). Any other VAE
+(another latent channel count or layout, e.g. our embedded model's) gets coefficients fitted once at load: a
+least-squares affine map from the VAE's latents to the average colour of the pixels each latent covers, over
+a few synthetic images (smooth colour fields and gradients) encoded by that VAE. The fit is deterministic and
+kept on the engine for its lifetime.
 """
 
 from __future__ import annotations

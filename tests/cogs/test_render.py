@@ -5,13 +5,15 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
+import aiohttp
 import pytest
 from PIL import Image
 
 from cogs import render
-from cogs.jobmessage import CUSTOM_ID, JobButton, job_buttons
+from cogs.jobmessage import CUSTOM_ID, JobButton, _describe, job_buttons
+from imaginebot.delivery import JobView, Waiting, Working
 from imaginebot.engine.api import GenerateSpec
-from imaginebot.jobs import Action, JobView, Waiting, Working, defaults_for
+from imaginebot.jobs import Action, defaults_for
 from imaginebot.params import RequestDefaults, parse
 from imaginebot.store_models import Job, JobKind, JobStatus, UserSettings
 
@@ -154,3 +156,11 @@ def test_user_settings_override_the_bot_defaults() -> None:
 def test_encoded_pictures_are_png_and_previews_jpeg() -> None:
     assert render.encode_picture(Image.new("RGB", (64, 64), "red")).data[:8] == b"\x89PNG\r\n\x1a\n"
     assert render.encode_preview(Image.new("RGB", (64, 64), "red"))[:2] == b"\xff\xd8"
+
+
+def test_interaction_tokens_never_reach_the_log() -> None:
+    url = "http://127.0.0.1:1/api/v10/webhooks/123/aW50ZXJhY3Rpb24.s3cret/messages/@original"
+    text = _describe(aiohttp.ClientConnectionError(f"Connection timeout to host {url}"))
+    assert "s3cret" not in text and "/webhooks/123/<token>/messages/@original" in text
+    callback = "/api/v10/interactions/456/aW50ZXJhY3Rpb24.s3cret/callback"
+    assert "s3cret" not in _describe(aiohttp.ClientConnectionError(callback))

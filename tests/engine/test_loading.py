@@ -83,3 +83,13 @@ def test_device_and_dtype_strings() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA"):
             resolve_device("cuda:0")
+
+
+def test_loading_a_checkpoint_says_nothing_about_accelerate(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # accelerate is a dependency: without it diffusers warns at every start that it loads with more memory.
+    folder = save_sd(tiny_sd(seed=1), tmp_path / "model")
+    capfd.readouterr()
+    load_engine(folder, device="cpu")
+    assert "accelerate" not in capfd.readouterr().err

@@ -25,6 +25,14 @@ timeout=)``, ``wait_for_response(interaction)``, ``wait_for_ack``, ``expire_toke
 ``set_rate_limit(scope, limit, per)``, ``disconnect_gateway()``, ``request_reconnect()``,
 ``delete_message(message)``, ``request_log``. pytest fixtures: tests/conftest.py.
 
+Direct messages: the bot opens one with ``POST /users/@me/channels`` (discord.py's ``create_dm``),
+one DM channel per user, and sends, edits and deletes there as in a channel; MESSAGE_* events from a
+DM reach only a bot with the DIRECT_MESSAGES intent (1 << 12), and a button click there arrives with
+``user`` instead of ``member`` and no guild. ``dm_channel(user)`` is that channel (None until the bot
+opened it; ``messages(dm)`` and ``wait_for_message(..., channel=dm)`` read it), ``block_dms(user)`` /
+``allow_dms(user)`` close and reopen the user's DMs (sends answer 403 50007). On the page only that
+user sees the DM, under "Direct messages". Slash commands in DMs are not modelled.
+
 Making trouble on purpose (:mod:`.faults`; also on the page's "Faults" panel): ``fail_next(count,
 status=429, scope="all")`` (a run of 429s or 5xx), ``outage(seconds, status=503, scope="all")``,
 ``slow(delay, seconds=None, scope="all")``, ``await drop_gateway(seconds=0.0)`` (close the gateway and

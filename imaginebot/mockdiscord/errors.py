@@ -99,6 +99,20 @@ def missing_permissions() -> DiscordError:
     return DiscordError(403, 50013, "Missing Permissions")
 
 
+def cannot_message_user() -> DiscordError:
+    """A DM to a user who closed DMs (or blocked the bot)."""
+    return DiscordError(403, 50007, "Cannot send messages to this user")
+
+
+def invalid_recipient() -> DiscordError:
+    return DiscordError(400, 50033, "Invalid Recipient(s)")
+
+
+def cannot_act_on_dm() -> DiscordError:
+    """What a bot may do to others' messages in a guild but not in a DM (delete one, say)."""
+    return DiscordError(403, 50003, "Cannot execute action on a DM channel")
+
+
 def too_large() -> DiscordError:
     return DiscordError(413, 40005, "Request entity too large")
 

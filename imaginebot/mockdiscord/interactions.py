@@ -11,13 +11,14 @@ import itertools
 from collections.abc import Mapping
 from typing import Any
 
-from .models import Channel, Interaction, InteractionType, Message, User
+from .models import STUDENT_PERMISSIONS, Channel, Interaction, InteractionType, Message, User
 from .payloads import CommandOptionPayload, InteractionDataPayload, InteractionPayload
 from .state import Command, MockState, StateEvent
 
 SUB_COMMAND, SUB_COMMAND_GROUP = 1, 2
 STRING, INTEGER, BOOLEAN, USER, CHANNEL, ROLE, MENTIONABLE, NUMBER = 3, 4, 5, 6, 7, 8, 9, 10
 BUTTON, STRING_SELECT = 2, 3
+CONTEXT_GUILD, CONTEXT_BOT_DM = 0, 1  # where an interaction happened (InteractionContextType)
 
 
 class UserActionError(ValueError):
@@ -100,26 +101,33 @@ def _convert(
 
 def _base_payload(state: MockState, interaction: Interaction, channel: Channel) -> InteractionPayload:
     user = interaction.user
-    return {
+    payload: InteractionPayload = {
         "id": str(interaction.id),
         "application_id": str(state.app_id),
         "type": int(interaction.type),
         "token": interaction.token,
         "version": 1,
         "data": {},
-        "guild_id": str(state.guild_id),
-        "guild": {"id": str(state.guild_id), "locale": "en-US", "features": []},
         "channel_id": str(channel.id),
         "channel": channel.payload(),
-        "member": user.member_payload(permissions=state.permissions(user)),
-        "app_permissions": str(state.permissions(state.bot)),
+        # In a DM, Discord's text permissions (what discord.py's DMChannel.permissions_for lists).
+        "app_permissions": str(STUDENT_PERMISSIONS if channel.is_dm else state.permissions(state.bot)),
         "locale": "en-US",
-        "guild_locale": "en-US",
         "entitlements": [],
-        "authorizing_integration_owners": {"0": str(state.guild_id)},
-        "context": 0,
+        "authorizing_integration_owners": interaction.integration_owners,
+        "context": CONTEXT_BOT_DM if channel.is_dm else CONTEXT_GUILD,
         "attachment_size_limit": state.attachment_size_limit,
     }
+    if channel.is_dm:
+        # No guild_id: discord.py then builds interaction.user from "user" and the channel (a
+        # DMChannel) from the channel's type 1 (discord/interactions.py:244-292).
+        payload["user"] = user.payload()
+    else:
+        payload["guild_id"] = str(state.guild_id)
+        payload["guild"] = {"id": str(state.guild_id), "locale": "en-US", "features": []}
+        payload["member"] = user.member_payload(permissions=state.permissions(user))
+        payload["guild_locale"] = "en-US"
+    return payload
 
 
 def _dispatch(state: MockState, interaction: Interaction, payload: InteractionPayload) -> Interaction:
@@ -174,9 +182,12 @@ def send_command(
         chain[-1]["options"] = leaf
         top = [chain[0]]
     channel = channel or state.default_channel
+    if channel.is_dm:
+        # Commands in DMs need the command's contexts (and installs) honoured; not modelled here.
+        raise UserActionError("the local Discord runs slash commands in guild channels only, not in DMs")
     interaction = state.new_interaction(
+        channel,
         type=InteractionType.APPLICATION_COMMAND,
-        channel_id=channel.id,
         user=user,
         command_name=" ".join([command.name, *subs]),
     )
@@ -194,7 +205,7 @@ def use_component(
     state: MockState, message: Message, custom_id: str, *, user: User, values: list[str] | None = None
 ) -> Interaction:
     """Click a button (``values=None``) or choose ``values`` in a select menu on ``message``."""
-    if message.deleted or not message.visible_to(user.id):
+    if message.deleted or not state.can_see(user.id, message):
         raise UserActionError(f"message {message.id} is not visible to {user.username}")
     component = message.component(custom_id)
     if component is None:
@@ -222,8 +233,8 @@ def use_component(
         data["values"] = list(values)
     channel = state.channel(message.channel_id)
     interaction = state.new_interaction(
+        channel,
         type=InteractionType.MESSAGE_COMPONENT,
-        channel_id=channel.id,
         user=user,
         custom_id=custom_id,
         values=values,

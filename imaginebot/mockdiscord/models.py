@@ -16,6 +16,7 @@ from typing import Any
 from .payloads import (
     AttachmentPayload,
     ChannelPayload,
+    DMChannelPayload,
     InteractionMetadataPayload,
     MemberPayload,
     MessagePayload,
@@ -42,6 +43,10 @@ STUDENT_PERMISSIONS = (
     | READ_MESSAGE_HISTORY
     | USE_APPLICATION_COMMANDS
 )
+
+# Channel types.
+GUILD_TEXT = 0
+DM = 1
 
 # Message flags.
 EPHEMERAL = 1 << 6
@@ -141,14 +146,30 @@ class User:
 
 @dataclass
 class Channel:
-    id: int
-    guild_id: int
-    name: str
-    position: int = 0
-    type: int = 0  # GUILD_TEXT
-    topic: str | None = None
+    """A guild text channel, or (``recipient`` set, ``guild_id`` None) the bot's DM with one user."""
 
-    def payload(self) -> ChannelPayload:
+    id: int
+    guild_id: int | None  # None: a DM
+    name: str  # a DM's is its user's username, for reading only: Discord sends DMs without a name
+    position: int = 0
+    type: int = GUILD_TEXT
+    topic: str | None = None
+    recipient: User | None = None  # the user at the other end of a DM
+    last_message_id: int | None = None
+
+    @property
+    def is_dm(self) -> bool:
+        return self.recipient is not None
+
+    def payload(self) -> ChannelPayload | DMChannelPayload:
+        if self.recipient is not None:
+            return {
+                "id": str(self.id),
+                "type": DM,
+                "last_message_id": None if self.last_message_id is None else str(self.last_message_id),
+                "recipients": [self.recipient.payload()],
+                "flags": 0,
+            }
         return {
             "id": str(self.id),
             "type": self.type,
@@ -201,7 +222,7 @@ class Message:
 
     id: int
     channel_id: int
-    guild_id: int
+    guild_id: int | None  # None: a DM
     author: User
     content: str = ""
     embeds: list[dict[str, Any]] = field(default_factory=list)
@@ -249,7 +270,6 @@ class Message:
             "id": str(self.id),
             "type": 0 if self.interaction is None else 20,  # 20: CHAT_INPUT_COMMAND reply
             "channel_id": str(self.channel_id),
-            "guild_id": str(self.guild_id),
             "author": self.author.payload(),
             "content": self.content,
             "timestamp": iso(self.created_at),
@@ -264,6 +284,10 @@ class Message:
             "pinned": False,
             "flags": self.flags,
         }
+        # In a DM Discord sends neither guild_id nor member: discord.py takes a message without
+        # guild_id for a DM (state.py:541-544), and a member there would have no guild.
+        if self.guild_id is not None:
+            out["guild_id"] = str(self.guild_id)
         if self.application_id is not None:
             out["application_id"] = str(self.application_id)
         if self.interaction is not None:
@@ -275,14 +299,14 @@ class Message:
                 "id": str(inter.id),
                 "type": int(inter.type),
                 "user": inter.user.payload(),
-                "authorizing_integration_owners": {"0": str(inter.guild_id)},
+                "authorizing_integration_owners": inter.integration_owners,
             }
             if inter.command_name:
                 meta["name"] = inter.command_name
             if inter.message_id is not None:
                 meta["interacted_message_id"] = str(inter.message_id)
             out["interaction_metadata"] = meta
-        if not self.author.bot or self.interaction is None:
+        if self.guild_id is not None and (not self.author.bot or self.interaction is None):
             out["member"] = self.author.member_payload(with_user=False)
         return out
 
@@ -295,7 +319,7 @@ class Interaction:
     token: str
     type: InteractionType
     application_id: int
-    guild_id: int
+    guild_id: int | None  # None: used in a DM
     channel_id: int
     user: User
     created: float  # time.monotonic() when dispatched
@@ -311,3 +335,8 @@ class Interaction:
     @property
     def acknowledged(self) -> bool:
         return self.response_type is not None
+
+    @property
+    def integration_owners(self) -> dict[str, str]:
+        """``authorizing_integration_owners`` of a guild-installed app: the guild, "0" in the bot's DM."""
+        return {"0": "0" if self.guild_id is None else str(self.guild_id)}

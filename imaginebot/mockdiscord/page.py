@@ -2,11 +2,11 @@
 
 ``/app/`` serves ``static/index.html`` (plain HTML + JS, no build step). The page reads the guild,
 its users and the bot's synced commands from ``/app/api/state``, the channel from
-``/app/api/messages``, and hears every change over the ``/app/ws`` websocket, filtered to what the
-chosen user may see (ephemeral messages only reach their user). Commands, clicks, selects and
-deletes go through the same functions as the Python test API. The "Faults" panel sets and clears
-fault injection through ``/app/api/faults`` (GET: what is active; POST: one fault, see
-:func:`post_faults`).
+``/app/api/messages``, the chosen user's DM with the bot from ``/app/api/dms``, and hears every
+change over the ``/app/ws`` websocket, filtered to what the chosen user may see (ephemeral messages
+only reach their user, a DM only its user). Commands, clicks, selects and deletes go through the
+same functions as the Python test API. The "Faults" panel sets and clears fault injection through
+``/app/api/faults`` (GET: what is active; POST: one fault, see :func:`post_faults`).
 """
 
 from __future__ import annotations
@@ -57,9 +57,16 @@ def _fan_out(app: web.Application, event: StateEvent) -> None:
     state = app[STATE_KEY]
     for sock in app[SOCKETS_KEY]:
         if event.message is not None:
-            if event.kind != "message_delete" and not event.message.visible_to(sock.user_id):
-                continue
-            sock.queue.put_nowait({"type": event.kind, "message": page_message(state, event.message)})
+            # A delete goes to everyone who may view the channel (an ephemeral one to dismiss it).
+            if event.kind == "message_delete":
+                visible = state.may_view(sock.user_id, event.message.channel_id)
+            else:
+                visible = state.can_see(sock.user_id, event.message)
+            if visible:
+                sock.queue.put_nowait({"type": event.kind, "message": page_message(state, event.message)})
+        elif event.kind == "dm_open" and event.channel is not None and event.channel.recipient is not None:
+            if event.channel.recipient.id == sock.user_id:
+                sock.queue.put_nowait({"type": "dm_open"})
         elif event.kind == "interaction_failed" and event.interaction is not None:
             if event.interaction.user.id == sock.user_id:
                 name = event.interaction.command_name or event.interaction.custom_id
@@ -117,11 +124,24 @@ async def get_state(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+@routes.get("/app/api/dms")
+async def get_dms(request: web.Request) -> web.Response:
+    """The DM the bot opened with ``?user=`` (none or one), as the page lists it: "@imaginebot"."""
+    state = request.app[STATE_KEY]
+    user_id = _user_id(request.query.get("user"))
+    dm = None if user_id is None else state.dms.get(user_id)
+    shown = [] if dm is None else [{**dm.payload(), "label": "@" + state.bot.username}]
+    return web.json_response(shown)
+
+
 @routes.get("/app/api/messages")
 async def get_messages(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     channel_id = _user_id(request.query.get("channel")) or state.default_channel.id
-    found = state.visible_messages(channel_id, _user_id(request.query.get("user")))
+    user_id = _user_id(request.query.get("user"))
+    if not state.may_view(user_id, channel_id):
+        return web.json_response({"error": "that is another user's direct messages"}, status=403)
+    found = state.visible_messages(channel_id, user_id)
     return web.json_response([page_message(state, m) for m in sorted(found, key=lambda m: m.id)])
 
 
@@ -187,6 +207,8 @@ async def post_delete(request: web.Request) -> web.Response:
     try:
         state, body = await _act(request)
         message = state.get_message(int(body["message"]))
+        if not state.may_view(_user_id(body.get("user")), message.channel_id):
+            raise UserActionError("that message is in another user's direct messages")
     except _USER_ERRORS as exc:
         return _error(exc)
     state.delete_message(message)
@@ -202,6 +224,8 @@ async def post_say(request: web.Request) -> web.Response:
         content = str(body.get("content") or "").strip()[:2000]
         if not content:
             raise UserActionError("empty message")
+        if not state.may_view(user.id, channel.id):
+            raise UserActionError("that is another user's direct messages")
     except _USER_ERRORS as exc:
         return _error(exc)
     message = state.create_message(channel.id, user, content=content)

@@ -49,6 +49,16 @@ class ChannelPayload(TypedDict):
     permission_overwrites: list[Any]
 
 
+class DMChannelPayload(TypedDict):
+    """A DM as ``POST /users/@me/channels`` answers it (discord.py ``types/channel.py`` DMChannel)."""
+
+    id: str
+    type: int  # 1
+    last_message_id: str | None
+    recipients: list[UserPayload]
+    flags: int
+
+
 class GuildPayload(TypedDict):
     id: str
     name: str
@@ -90,7 +100,7 @@ class MessagePayload(TypedDict):
     id: str
     type: int
     channel_id: str
-    guild_id: str
+    guild_id: NotRequired[str]  # absent in a DM
     author: UserPayload
     content: str
     timestamp: str
@@ -136,14 +146,16 @@ class InteractionPayload(TypedDict):
     token: str
     version: int
     data: InteractionDataPayload
-    guild_id: str
-    guild: dict[str, Any]
+    # In a guild: guild_id, guild, member and guild_locale. In a DM: user instead, and none of those.
+    guild_id: NotRequired[str]
+    guild: NotRequired[dict[str, Any]]
     channel_id: str
-    channel: ChannelPayload
-    member: MemberPayload
+    channel: ChannelPayload | DMChannelPayload
+    member: NotRequired[MemberPayload]
+    user: NotRequired[UserPayload]
     app_permissions: str
     locale: str
-    guild_locale: str
+    guild_locale: NotRequired[str]
     entitlements: list[Any]
     authorizing_integration_owners: dict[str, str]
     context: int

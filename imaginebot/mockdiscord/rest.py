@@ -1,6 +1,6 @@
 """REST routes called with the bot token (``Authorization: Bot <token>``): login, application info,
-command sync, guild/channel/user look-ups and channel messages. Attachments are served here too,
-without auth, like Discord's CDN.
+command sync, guild/channel/user look-ups, opening DMs, and messages in channels and DMs.
+Attachments are served here too, without auth, like Discord's CDN.
 """
 
 from __future__ import annotations
@@ -55,6 +55,29 @@ async def get_user(request: web.Request) -> web.Response:
     if user is None:
         raise errors.unknown_user()
     return errors.json_response(user.payload())
+
+
+@routes.post(API + "/users/@me/channels")
+async def open_dm(request: web.Request) -> web.Response:
+    """``{"recipient_id": id}`` → the DM channel with that user, the same one every time.
+
+    discord.py sends the id as a JSON number (http.py:870-875, ``Client.create_dm`` and
+    ``User.create_dm``); Discord takes a string too. It opens even to a user who closed DMs: only
+    sends are refused then (403 50007).
+    """
+    state = _state(request)
+    body, _ = await read_body(request, state)
+    recipient = body.get("recipient_id")
+    if recipient is None:
+        raise errors.invalid_form_body(["recipient_id"], "BASE_TYPE_REQUIRED", "This field is required")
+    if isinstance(recipient, bool) or not str(recipient).isdigit():
+        raise errors.invalid_form_body(
+            ["recipient_id"], "NUMBER_TYPE_COERCE", f"Value {recipient!r} is not snowflake."
+        )
+    user = state.users.get(int(recipient))
+    if user is None or user.bot:
+        raise errors.invalid_recipient()
+    return errors.json_response(state.open_dm(user).payload())
 
 
 def _application(state: MockState) -> dict[str, Any]:
@@ -210,9 +233,15 @@ async def create_message(request: web.Request) -> web.Response:
     headers = _channel_limited(state, channel_id)
     state.check_bot_may(channel_id, "send")
     body, uploads = await read_body(request, state)
+    # enforce_nonce: a repeat of a send Discord already took returns the first message instead of a copy.
+    nonce = str(body["nonce"]) if body.get("enforce_nonce") and body.get("nonce") else None
+    if nonce is not None and (earlier := state.message_for_nonce(channel_id, nonce)) is not None:
+        return errors.json_response(state.message_payload(earlier), headers=headers)
     fields = new_message_fields(state, channel_id, body, uploads)
     fields["flags"] &= ~(1 << 6)  # only interaction responses can be ephemeral
     message = state.create_message(channel_id, state.bot, **fields)
+    if nonce is not None:
+        state.remember_nonce(channel_id, nonce, message)
     return errors.json_response(state.message_payload(message), headers=headers)
 
 
@@ -235,7 +264,10 @@ async def edit_message(request: web.Request) -> web.Response:
 async def delete_message(request: web.Request) -> web.Response:
     state = _state(request)
     headers = _channel_limited(state, _int(request, "channel_id"))
-    state.delete_message(_bot_visible(state, request))
+    message = _bot_visible(state, request)
+    if message.guild_id is None and message.author.id != state.bot.id:
+        raise errors.cannot_act_on_dm()  # no Manage Messages in a DM: only its own messages
+    state.delete_message(message)
     return web.Response(status=204, headers=headers)
 
 

@@ -11,7 +11,7 @@ from aiohttp import web
 from .app import GATEWAY_KEY, create_app
 from .faults import RETRY_AFTER, Faults, FaultScope
 from .gateway import GatewayHub
-from .interactions import send_command, use_component
+from .interactions import UserActionError, send_command, use_component
 from .models import Channel, Interaction, Message, User
 from .ratelimit import Limit, Scope
 from .state import MockState, RequestLogEntry
@@ -69,6 +69,23 @@ class MockDiscord:
         """A new member (after the bot connected it isn't in the bot's member cache)."""
         return self.state.add_user(username, moderator=moderator)
 
+    def dm_channel(self, user: User) -> Channel | None:
+        """The bot's DM with ``user``, or None if the bot never opened one (``create_dm``).
+
+        Its messages come from ``messages(dm)`` and ``wait_for_message(..., channel=dm)``; on the
+        page only ``user`` sees it, under "Direct messages".
+        """
+        return self.state.dms.get(user.id)
+
+    def block_dms(self, user: User) -> None:
+        """``user`` closes DMs: the bot's sends there answer 403 code 50007 "Cannot send messages to
+        this user" (``discord.Forbidden``) until ``allow_dms(user)``. Opening the DM still works."""
+        self.state.set_dms_closed(user, True)
+
+    def allow_dms(self, user: User) -> None:
+        """Undo ``block_dms``."""
+        self.state.set_dms_closed(user, False)
+
     # -- users acting -----------------------------------------------------------------------------
     async def send_command(
         self, name: str, options: dict[str, Any] | None = None, *, user: User, channel: Channel | None = None
@@ -92,8 +109,12 @@ class MockDiscord:
         return use_component(self.state, self._current(message), custom_id, user=user, values=values)
 
     def say(self, content: str, *, user: User, channel: Channel | None = None) -> Message:
-        """A plain message typed by ``user``."""
-        return self.state.create_message((channel or self.channel).id, user, content=content)
+        """A plain message typed by ``user`` (in a DM only its user can; a DM message reaches a bot
+        with the DIRECT_MESSAGES intent)."""
+        where = channel or self.channel
+        if not self.state.may_view(user.id, where.id):
+            raise UserActionError(f"{user.username} cannot write in another user's DM")
+        return self.state.create_message(where.id, user, content=content)
 
     def delete_message(self, message: Message) -> None:
         """Delete (or dismiss) a message as a user would: the bot's next edit gets 404 code 10008."""
@@ -111,7 +132,8 @@ class MockDiscord:
         channel: Channel | None = None,
         existing: bool = True,
     ) -> Message:
-        """The first message (created or edited) for which ``predicate`` holds.
+        """The first message (created or edited) for which ``predicate`` holds, in ``channel`` (a guild
+        channel or a DM; None: anywhere).
 
         With ``existing`` (default) messages already there are checked first, newest first, so a
         reply that arrived before the call is not missed. Deleted messages never match.
@@ -181,10 +203,11 @@ class MockDiscord:
             )
 
     def messages(self, channel: Channel | None = None, *, visible_to: User | None = None) -> list[Message]:
-        """Live messages in ``channel`` (default #general), oldest first."""
+        """Live messages in ``channel`` (default #general; a DM too), oldest first. ``visible_to``:
+        only those that user sees (not others' ephemeral messages, nothing in others' DMs)."""
         user_id = visible_to.id if visible_to is not None else None
         found = [m for m in self.state.messages.values() if m.channel_id == (channel or self.channel).id]
-        return [m for m in found if not m.deleted and (visible_to is None or m.visible_to(user_id))]
+        return [m for m in found if not m.deleted and (visible_to is None or self.state.can_see(user_id, m))]
 
     # -- making trouble ---------------------------------------------------------------------------
     def expire_tokens(self) -> int:
@@ -249,7 +272,8 @@ class MockDiscord:
     def deny_bot(self, channel: Channel, *, edit: bool = True, send: bool = False) -> None:
         """Take permissions in ``channel`` away from the bot token: a PATCH of a message answers 403
         code 50001 "Missing Access" (``edit``), a new message 403 code 50013 "Missing Permissions"
-        (``send``). Requests with an interaction token are not affected."""
+        (``send``). Requests with an interaction token are not affected. For a user who closed DMs,
+        see ``block_dms``."""
         self.state.deny_bot(channel.id, edit=edit, send=send)
 
     def allow_bot(self, channel: Channel) -> None:

@@ -1,5 +1,6 @@
-"""All of the local Discord's state, in memory: one guild, its channels and users, the bot's
-synced commands, messages with their attachments and components, interactions and a request log.
+"""All of the local Discord's state, in memory: one guild, its channels and users, the bot's DMs
+with them, the bot's synced commands, messages with their attachments and components, interactions
+and a request log.
 
 Everything that changes a message goes through :class:`MockState` so that the gateway (MESSAGE_*
 dispatches to the bot), the web page (live channel view) and test waiters all hear about it.
@@ -19,6 +20,7 @@ from aiohttp import web
 from . import errors
 from .faults import Faults
 from .models import (
+    DM,
     MANAGE_GUILD,
     MANAGE_MESSAGES,
     STUDENT_PERMISSIONS,
@@ -43,11 +45,16 @@ EventKind = Literal[
     "interaction_failed",
     "gateway_ready",
     "gateway_resumed",
+    "dm_open",
 ]
 
+NONCE_LIFETIME = 300.0  # seconds a send's enforce_nonce keeps a repeat from posting a copy
 ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024  # Discord's default per-file upload limit (10 MiB)
 REQUEST_SIZE_LIMIT = 25 * 1024 * 1024  # per request, all files together
 ADMINISTRATOR = 0x8
+# Gateway intents for MESSAGE_*: guild channels and DMs are separate intents.
+GUILD_MESSAGES = 1 << 9
+DIRECT_MESSAGES = 1 << 12
 
 
 class Dispatcher(Protocol):
@@ -66,6 +73,7 @@ class StateEvent:
     kind: EventKind
     message: Message | None = None
     interaction: Interaction | None = None
+    channel: Channel | None = None  # the DM of a "dm_open"
     detail: str = ""
 
 
@@ -137,6 +145,9 @@ class MockState:
         self.bot.role_ids = [self.bot_role.id]
         self.channels: dict[int, Channel] = {}
         self.bot_denials: dict[int, BotDenial] = {}  # channel id -> what the bot token may not do
+        self.dms: dict[int, Channel] = {}  # user id -> the bot's DM with that user, once opened
+        self.dms_closed: set[int] = set()  # users who don't accept DMs from the bot
+        self._nonces: dict[tuple[int, str], tuple[int, float]] = {}  # (channel, nonce) -> (message, when)
         for position, name in enumerate(("general", "art")):
             channel = Channel(self.snowflakes.next(), self.guild_id, name, position)
             self.channels[channel.id] = channel
@@ -184,10 +195,52 @@ class MockState:
         return next(iter(self.channels.values()))
 
     def channel(self, channel_id: int) -> Channel:
-        try:
-            return self.channels[channel_id]
-        except KeyError:
-            raise errors.unknown_channel() from None
+        """A guild channel or a DM; 404 10003 otherwise."""
+        found = self.channels.get(channel_id) or self._dm_by_id(channel_id)
+        if found is None:
+            raise errors.unknown_channel()
+        return found
+
+    # -- direct messages --------------------------------------------------------------------------
+    def message_for_nonce(self, channel_id: int, nonce: str) -> Message | None:
+        """The message a send with ``enforce_nonce`` made in the last few minutes (Discord keeps them a few
+        minutes), if it is still there."""
+        found = self._nonces.get((channel_id, nonce))
+        if found is None or time.monotonic() - found[1] > NONCE_LIFETIME:
+            return None
+        message = self.messages.get(found[0])
+        return None if message is None or message.deleted else message
+
+    def remember_nonce(self, channel_id: int, nonce: str, message: Message) -> None:
+        self._nonces[(channel_id, nonce)] = (message.id, time.monotonic())
+
+    def open_dm(self, user: User) -> Channel:
+        """The bot's DM with ``user`` (``POST /users/@me/channels``): one per user, made once."""
+        dm = self.dms.get(user.id)
+        if dm is None:
+            dm = Channel(self.snowflakes.next(), None, user.username, type=DM, recipient=user)
+            self.dms[user.id] = dm
+            self.emit(StateEvent("dm_open", channel=dm))
+        return dm
+
+    def _dm_by_id(self, channel_id: int) -> Channel | None:
+        return next((dm for dm in self.dms.values() if dm.id == channel_id), None)
+
+    def set_dms_closed(self, user: User, closed: bool) -> None:
+        """Closed: the bot's sends to ``user`` answer 403 50007 (the DM channel itself still opens)."""
+        if closed:
+            self.dms_closed.add(user.id)
+        else:
+            self.dms_closed.discard(user.id)
+
+    def may_view(self, user_id: int | None, channel_id: int) -> bool:
+        """Every member sees the guild's channels; a DM only its user (the bot reads its own DMs
+        through the bot token, not through here)."""
+        dm = self._dm_by_id(channel_id)
+        return dm is None or (dm.recipient is not None and dm.recipient.id == user_id)
+
+    def can_see(self, user_id: int | None, message: Message) -> bool:
+        return message.visible_to(user_id) and self.may_view(user_id, message.channel_id)
 
     def permissions(self, user: User) -> int:
         value = 0
@@ -209,7 +262,11 @@ class MockState:
 
     def check_bot_may(self, channel_id: int, action: Literal["edit", "send"]) -> None:
         """403 as Discord answers a bot without the channel's permission: 50001 for an edit (the
-        channel is out of its reach), 50013 for a send (Send Messages missing)."""
+        channel is out of its reach), 50013 for a send (Send Messages missing), 50007 for a send to
+        a user who closed DMs (their existing messages stay editable)."""
+        recipient = self.channel(channel_id).recipient
+        if recipient is not None and action == "send" and recipient.id in self.dms_closed:
+            raise errors.cannot_message_user()
         denial = self.bot_denials.get(channel_id)
         if denial is not None and action == "edit" and denial.edit:
             raise errors.missing_access()
@@ -259,10 +316,13 @@ class MockState:
         return attachment
 
     def create_message(self, channel_id: int, author: User, **fields: Any) -> Message:
-        message = Message(self.snowflakes.next(), channel_id, self.guild_id, author, **fields)
+        channel = self.channel(channel_id)
+        message = Message(self.snowflakes.next(), channel_id, channel.guild_id, author, **fields)
         self.messages[message.id] = message
+        if message.ephemeral_to is None:
+            channel.last_message_id = message.id
         if message.ephemeral_to is None and self.gateway is not None:
-            self.gateway.dispatch("MESSAGE_CREATE", self.message_payload(message), intent=1 << 9)
+            self.gateway.dispatch("MESSAGE_CREATE", self.message_payload(message), intent=_intent(message))
         self.emit(StateEvent("message_create", message))
         return message
 
@@ -272,18 +332,16 @@ class MockState:
         message.revisions += 1
         message.edited_at = now()
         if message.ephemeral_to is None and self.gateway is not None:
-            self.gateway.dispatch("MESSAGE_UPDATE", self.message_payload(message), intent=1 << 9)
+            self.gateway.dispatch("MESSAGE_UPDATE", self.message_payload(message), intent=_intent(message))
         self.emit(StateEvent("message_update", message))
 
     def delete_message(self, message: Message) -> None:
         message.deleted = True
         if message.ephemeral_to is None and self.gateway is not None:
-            data = {
-                "id": str(message.id),
-                "channel_id": str(message.channel_id),
-                "guild_id": str(self.guild_id),
-            }
-            self.gateway.dispatch("MESSAGE_DELETE", data, intent=1 << 9)
+            data = {"id": str(message.id), "channel_id": str(message.channel_id)}
+            if message.guild_id is not None:
+                data["guild_id"] = str(message.guild_id)
+            self.gateway.dispatch("MESSAGE_DELETE", data, intent=_intent(message))
         self.emit(StateEvent("message_delete", message))
 
     def message_payload(self, message: Message) -> dict[str, Any]:
@@ -293,12 +351,13 @@ class MockState:
         return [m for m in self.messages.values() if m.channel_id == channel_id and m.visible_to(user_id)]
 
     # -- interactions -----------------------------------------------------------------------------
-    def new_interaction(self, **fields: Any) -> Interaction:
+    def new_interaction(self, channel: Channel, **fields: Any) -> Interaction:
         interaction = Interaction(
             id=self.snowflakes.next(),
             token="aW50ZXJhY3Rpb24." + secrets.token_urlsafe(48),
             application_id=self.app_id,
-            guild_id=self.guild_id,
+            guild_id=channel.guild_id,
+            channel_id=channel.id,
             created=time.monotonic(),
             **fields,
         )
@@ -373,6 +432,11 @@ class MockState:
     def invalid_requests(self) -> int:
         """401/403/429 answers: real Discord bans an IP after 10,000 of them in 10 minutes."""
         return sum(1 for e in self.request_log if e.status in (401, 403, 429))
+
+
+def _intent(message: Message) -> int:
+    """The intent a bot needs to hear about ``message``: a guild-only bot never gets DM events."""
+    return GUILD_MESSAGES if message.guild_id is not None else DIRECT_MESSAGES
 
 
 STATE_KEY = web.AppKey("mockdiscord_state", MockState)

@@ -1,8 +1,8 @@
 """Every grid reaches its user: the real bot against the local Discord's faults.
 
 A run of 429s longer than discord.py's own retries, a minute of 5xx answers, a gateway drop, a deleted
-message, and a message that can no longer be edited. The bot process killed between done and delivered is in
-tests/test_bot_process.py.
+message, and a message that can no longer be edited (a new one in the channel, or a direct message). The bot
+process killed between done and delivered is in tests/test_bot_process.py.
 """
 
 from __future__ import annotations
@@ -120,17 +120,21 @@ async def test_a_message_deleted_mid_job_cancels_it_and_is_marked_gone(
     await mock_discord.wait_for_response(interaction, is_grid, timeout=TIMEOUT)
 
 
+async def running_job_with_a_dead_token(mock: Any, bot_factory: BotFactory) -> tuple[Any, Any]:
+    """A job under way whose interaction token has expired: (the running bot, the job's message)."""
+    running = await bot_factory(preview_every=1, **FAST_RETRIES)
+    interaction = await mock.send_command("imagine", {"prompt": "an orange moon --steps 20"}, user=mock.alice)
+    reply = await mock.wait_for_response(interaction, lambda m: "🎨" in m.content, timeout=TIMEOUT)
+    mock.expire_tokens()
+    return running, reply
+
+
 async def test_a_message_that_cannot_be_edited_any_more_gets_a_new_one(
     mock_discord: Any, bot_factory: BotFactory
 ) -> None:
-    running = await bot_factory(preview_every=1, **FAST_RETRIES)
-    interaction = await mock_discord.send_command(
-        "imagine", {"prompt": "an orange moon --steps 20"}, user=mock_discord.alice
-    )
-    reply = await mock_discord.wait_for_response(interaction, lambda m: "🎨" in m.content, timeout=TIMEOUT)
+    running, reply = await running_job_with_a_dead_token(mock_discord, bot_factory)
     job_id = job_id_of(reply)
-    mock_discord.expire_tokens()  # the interaction token is dead...
-    mock_discord.deny_bot(mock_discord.channel, edit=True)  # ...and the bot may not edit in the channel
+    mock_discord.deny_bot(mock_discord.channel, edit=True)  # and the bot may not edit in the channel
     posted = await mock_discord.wait_for_message(lambda m: m.id != reply.id and is_grid(m), timeout=TIMEOUT)
     assert posted.content.startswith(f"<@{mock_discord.alice.id}>")
     assert f"/channels/{mock_discord.guild_id}/{mock_discord.channel.id}/{reply.id}" in posted.content
@@ -138,3 +142,30 @@ async def test_a_message_that_cannot_be_edited_any_more_gets_a_new_one(
     job = await until(running, job_id, lambda j: j.delivery is Delivery.DELIVERED)
     assert job.message_id == posted.id  # later lineage links point at the message that shows the grid
     assert mock_discord.requests(status=403)
+
+
+async def test_with_no_way_into_the_channel_the_grid_goes_to_a_direct_message(
+    mock_discord: Any, bot_factory: BotFactory
+) -> None:
+    running, reply = await running_job_with_a_dead_token(mock_discord, bot_factory)
+    job_id = job_id_of(reply)
+    mock_discord.deny_bot(mock_discord.channel, edit=True, send=True)  # the bot lost the channel
+    dm = await until_dm(mock_discord, mock_discord.alice)
+    posted = await mock_discord.wait_for_message(is_grid, channel=dm, timeout=TIMEOUT)
+    assert f"/channels/{mock_discord.guild_id}/{mock_discord.channel.id}/{reply.id}" in posted.content
+    assert len(mock_discord.messages(dm)) == 1
+    job = await until(running, job_id, lambda j: j.delivery is Delivery.DELIVERED)
+    assert (job.channel_id, job.message_id) == (dm.id, posted.id)
+    # its buttons work from the DM, after the bot got the channel back too
+    mock_discord.allow_bot(mock_discord.channel)
+    click = await mock_discord.click(posted, f"ib:v:{job_id}:1", user=mock_discord.alice)
+    await mock_discord.wait_for_response(click, is_grid, timeout=TIMEOUT)
+
+
+async def until_dm(mock: Any, user: Any) -> Any:
+    for _ in range(int(TIMEOUT / 0.05)):
+        dm = mock.dm_channel(user)
+        if dm is not None:
+            return dm
+        await asyncio.sleep(0.05)
+    raise AssertionError("the bot never opened a DM")

@@ -1,12 +1,15 @@
-"""The web page in Debian's headless chromium: type /imagine, see the image and buttons, click."""
+"""The web page in Debian's headless chromium: type /imagine, see the image and buttons, click; a DM
+from the bot shows only to its user."""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
+import discord
 import pytest
 import pytest_asyncio
-from mockbot import EchoBot
+from mockbot import FINAL_PNG, EchoBot, ResultView
 
 from imaginebot.mockdiscord import MockDiscord
 
@@ -75,3 +78,24 @@ async def test_select_moderator_command_and_delete(
     await reply.locator("button.delete").click()
     await reply.wait_for(state="detached", timeout=5000)
     assert mock_discord.state.messages[message.id].deleted
+
+
+async def test_direct_messages(page, mock_discord: MockDiscord, test_bot: EchoBot) -> None:
+    # the page acts as alice; the bot opens a DM with her and sends an image with buttons
+    dm = await test_bot.create_dm(discord.Object(mock_discord.alice.id))
+    await dm.send(
+        "for you", file=discord.File(io.BytesIO(FINAL_PNG), "grid.png"), view=ResultView(test_bot.seen)
+    )
+    entry = page.locator("#dms li", has_text="@imaginebot")
+    await entry.click()
+    await page.locator("#channel-header", has_text="@imaginebot").wait_for(timeout=5000)
+    reply = page.locator("article.message", has=page.locator("img[alt='grid.png']"))
+    await reply.locator("button[data-custom-id='test:reroll']").click()
+    await page.locator("article.message .content", has_text="rerolled by alice").wait_for(timeout=5000)
+    assert test_bot.seen.clicks == [("test:reroll", "alice")]
+
+    # bob sees neither the entry nor the messages
+    await page.select_option("#user-picker", str(mock_discord.bob.id))
+    await page.locator("#channel-header", has_text="# general").wait_for(timeout=5000)
+    assert await page.locator("#dms li").count() == 0 and await page.locator("#dms-heading").is_hidden()
+    assert await page.locator("article.message").count() == 0

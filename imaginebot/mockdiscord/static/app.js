@@ -1,12 +1,13 @@
 // The local Discord's channel view. Plain JS, no build step. It offers whatever commands the bot
 // synced (subcommands and options included), acts as the chosen user, and redraws messages in
-// place as the server pushes creates/edits/deletes over /app/ws.
+// place as the server pushes creates/edits/deletes over /app/ws. The chosen user's DM with the bot
+// (once the bot opened it) is listed under "Direct messages"; nobody else sees it.
 "use strict";
 
 const TYPES = { SUB: 1, GROUP: 2, STRING: 3, INTEGER: 4, BOOLEAN: 5, USER: 6, CHANNEL: 7, ROLE: 8, MENTIONABLE: 9, NUMBER: 10 };
 const ADMINISTRATOR = 0x8n;
 const $ = (sel) => document.querySelector(sel);
-const state = { guild: null, users: [], channels: [], roles: [], commands: [], user: null, channel: null, socket: null, formFor: null };
+const state = { guild: null, users: [], channels: [], dms: [], roles: [], commands: [], user: null, channel: null, socket: null, formFor: null };
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -248,12 +249,23 @@ async function loadState() {
     el("option", { value: u.id }, `${u.display_name} (@${u.username})${u.moderator ? " — moderator" : ""}`)));
   if (chosen) picker.value = chosen;
   state.user = data.users.find((u) => u.id === picker.value);
-  if (!state.channel) state.channel = data.channels[0];
-  $("#channels").replaceChildren(...data.channels.map((c) => el("li", {
-    class: c.id === state.channel.id ? "active" : "", onclick: () => { state.channel = c; loadState().then(loadMessages); },
-  }, `# ${c.name}`)));
-  $("#channel-header").textContent = `# ${state.channel.name}`;
+  state.dms = await api(`/app/api/dms?user=${state.user.id}`);
+  // A DM of the previous user is not this user's: back to the first channel.
+  const known = [...data.channels, ...state.dms].some((c) => state.channel && c.id === state.channel.id);
+  if (!known) state.channel = data.channels[0];
+  const entry = (c, label) => el("li", {
+    class: c.id === state.channel.id ? "active" : "", "data-channel-id": c.id,
+    onclick: () => { state.channel = c; loadState().then(loadMessages); },
+  }, label);
+  $("#channels").replaceChildren(...data.channels.map((c) => entry(c, `# ${c.name}`)));
+  $("#dms").replaceChildren(...state.dms.map((c) => entry(c, c.label)));
+  $("#dms-heading").hidden = state.dms.length === 0;
+  $("#channel-header").textContent = channelLabel(state.channel);
   renderSuggestions();
+}
+
+function channelLabel(channel) {
+  return channel.type === 1 ? channel.label : `# ${channel.name}`;
 }
 
 async function loadMessages() {
@@ -272,7 +284,7 @@ function connect() {
     const data = JSON.parse(event.data);
     if (data.message) showMessage(data.message);
     else if (data.type === "notice") notice(data.text);
-    else if (["commands_update", "gateway_ready", "gateway_resumed"].includes(data.type)) loadState();
+    else if (["commands_update", "gateway_ready", "gateway_resumed", "dm_open"].includes(data.type)) loadState();
   };
   socket.onopen = () => { document.body.dataset.live = "1"; };
   socket.onclose = () => { document.body.dataset.live = ""; setTimeout(connect, 1000); };
@@ -313,11 +325,10 @@ function faultControls() {
 }
 
 async function switchUser() {
-  state.user = state.users.find((u) => u.id === $("#user-picker").value);
-  state.formFor = undefined;
-  renderSuggestions();
+  $("#messages").replaceChildren();  // nothing of the previous user's view lingers while loading
+  await loadState();  // this user's DMs, and out of the previous user's DM
+  connect();  // first: the old socket still carries the previous user's ephemeral messages
   await loadMessages();
-  connect();
 }
 
 $("#composer").addEventListener("submit", submit);

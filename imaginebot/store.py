@@ -29,7 +29,7 @@ import aiosqlite
 from PIL import Image
 
 from imaginebot.engine.api import GenerateSpec
-from imaginebot.errors import Forbidden, QuotaExceeded
+from imaginebot.errors import ConfigError, Forbidden, QuotaExceeded
 from imaginebot.migrations import migrate, user_version
 from imaginebot.params import normalise_words
 from imaginebot.store_models import (
@@ -150,6 +150,19 @@ async def _enable_wal(db: aiosqlite.Connection, timeout_s: float = 10.0) -> None
         delay = min(delay * 2, 0.25)
 
 
+SQLITE_NEEDED = (3, 35, 0)  # ALTER TABLE ... DROP COLUMN (migration 0003); SQLite 3.35 is from March 2021
+
+
+def require_sqlite(version: tuple[int, int, int]) -> None:
+    """Raise ConfigError, in one sentence the operator can act on, when Python's SQLite is too old."""
+    if version < SQLITE_NEEDED:
+        have, need = ".".join(map(str, version)), ".".join(map(str, SQLITE_NEEDED))
+        raise ConfigError(
+            f"imaginebot needs SQLite {need} or newer; this Python's sqlite3 module has {have}. Use a Python "
+            "built against a newer SQLite (a current Linux distribution's, python.org's, or pyenv's on one)."
+        )
+
+
 class Store:
     """Open with ``await Store.open(data_dir)``; close with ``await store.close()`` (or ``async with``)."""
 
@@ -173,6 +186,7 @@ class Store:
         default_daily_images: int | None = 25,
         clock: Clock = utc_now,
     ) -> Store:
+        require_sqlite(sqlite3.sqlite_version_info)
         data_dir = Path(data_dir)
         (data_dir / "images").mkdir(parents=True, exist_ok=True)
         db = await aiosqlite.connect(data_dir / DB_NAME, isolation_level=None)  # we BEGIN ourselves

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from imaginebot.engine.api import GenerateSpec
-from imaginebot.errors import Forbidden, QuotaExceeded
+from imaginebot.errors import ConfigError, Forbidden, QuotaExceeded
 from imaginebot.migrations import migrations
-from imaginebot.store import DB_NAME, Store
+from imaginebot.store import DB_NAME, Store, require_sqlite
 from imaginebot.store_models import JobKind, JobStatus, NewJob, UserSettings
 
 GUILD, ALICE, BOB, MOD = 10, 1, 2, 99
@@ -257,3 +257,11 @@ async def test_unfinished_jobs_are_listed_after_reopen(tmp_path: Path, clock: Fa
         assert [(j.id, j.status) for j in await s.unfinished_jobs()] == [(running.id, "queued")]
         assert (await s.quota_status(GUILD, ALICE)).used == 0  # interrupted: refunded
         assert [j.id for j in await s.recent_jobs(GUILD, BOB)] == [done.id, running.id]
+
+
+def test_an_sqlite_too_old_for_the_migrations_is_one_clear_sentence() -> None:
+    with pytest.raises(
+        ConfigError, match=r"needs SQLite 3\.35\.0 or newer; this Python's sqlite3 module has 3\.34\.1"
+    ):
+        require_sqlite((3, 34, 1))
+    require_sqlite((3, 35, 0))

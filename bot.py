@@ -30,7 +30,7 @@ from discord import app_commands
 from discord.ext import commands
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
 
-from cogs.common import tell
+from cogs.common import describe_error, tell
 from imaginebot.config import Settings, load_settings
 from imaginebot.delivery import DeliveryPolicy
 from imaginebot.discord_url import DEFAULT_DISCORD_URL, use_discord_url
@@ -98,12 +98,6 @@ def _transient(error: BaseException) -> bool:
     return isinstance(error, aiohttp.ClientError | OSError | TimeoutError)
 
 
-def _describe(error: BaseException) -> str:
-    if isinstance(error, discord.HTTPException):
-        return f"Discord answered {error.status} {error.response.reason or ''}".rstrip()
-    return str(error) or type(error).__name__
-
-
 async def until_discord_answers(
     what: str, call: Callable[[], Awaitable[Any]], *, max_wait: float = 60.0
 ) -> Any:
@@ -113,7 +107,9 @@ async def until_discord_answers(
     def say(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
-        log.warning("%s failed: %s. Trying again in %.1f s.", what, _describe(error) if error else "?", wait)
+        log.warning(
+            "%s failed: %s. Trying again in %.1f s.", what, describe_error(error) if error else "?", wait
+        )
 
     retrying = AsyncRetrying(
         retry=retry_if_exception(_transient),

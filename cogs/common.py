@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -59,3 +60,19 @@ async def tell(interaction: discord.Interaction[Any], message: str) -> None:
 
 def short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# An interaction token is a credential, and it rides in the URL of every webhook and callback request.
+_TOKEN_IN_URL = re.compile(r"(/(?:webhooks|interactions)/\d+/)[^/\s?]+")
+
+
+def describe_error(error: BaseException) -> str:
+    """A failed call to Discord in one log line, with any interaction token masked (aiohttp's errors quote
+    the URL they failed on)."""
+    if isinstance(error, discord.HTTPException):
+        what = "rate limited" if error.status == 429 else (error.text or error.response.reason or "")
+        code = f" code {error.code}" if error.code else ""
+        text = f"Discord answered {error.status}{code}: {what}".rstrip(": ")
+    else:
+        text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return _TOKEN_IN_URL.sub(r"\1<token>", text)

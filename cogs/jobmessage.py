@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import io
 import logging
-import re
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -28,6 +27,7 @@ import aiohttp
 import discord
 
 from cogs import render
+from cogs.common import describe_error
 from imaginebot.delivery import DeliveryFailed, JobView, MessageGone, Posted, Update, Working
 from imaginebot.jobs import Action, next_actions
 from imaginebot.store_models import Job
@@ -122,7 +122,9 @@ class DiscordReply:
                 message = await send(self.bot.get_partial_messageable(job.channel_id))
             except discord.Forbidden as error:
                 log.info(
-                    "job %s: may not post in the channel either (%s); sending a DM", job.id, _describe(error)
+                    "job %s: may not post in the channel either (%s); sending a DM",
+                    job.id,
+                    describe_error(error),
                 )
                 message = await send(await self.bot.create_dm(discord.Object(job.user_id)))
         return Posted(message.channel.id, message.id)
@@ -151,7 +153,9 @@ class DiscordReply:
             try:
                 await message.edit(content=content, attachments=_files(data, filename), view=job_buttons(job))
             except discord.Forbidden as error:
-                raise _CannotEdit(f"no access to message {job.message_id}: {_describe(error)}") from error
+                raise _CannotEdit(
+                    f"no access to message {job.message_id}: {describe_error(error)}"
+                ) from error
             except discord.HTTPException as error:
                 if error.code != OLD_MESSAGE_EDIT_CAP:
                     raise
@@ -170,22 +174,7 @@ def _translated() -> Iterator[None]:
         yield
     except discord.NotFound as error:
         if error.code in (UNKNOWN_MESSAGE, UNKNOWN_CHANNEL):
-            raise MessageGone(_describe(error)) from error
-        raise DeliveryFailed(_describe(error)) from error
+            raise MessageGone(describe_error(error)) from error
+        raise DeliveryFailed(describe_error(error)) from error
     except (discord.HTTPException, aiohttp.ClientError, OSError, TimeoutError) as error:
-        raise DeliveryFailed(_describe(error)) from error
-
-
-# An interaction token is a credential, and it rides in the URL of every webhook and callback request.
-_TOKEN_IN_URL = re.compile(r"(/(?:webhooks|interactions)/\d+/)[^/\s?]+")
-
-
-def _describe(error: BaseException) -> str:
-    """One line for the log, with any interaction token in it masked (aiohttp's errors quote the URL)."""
-    if isinstance(error, discord.HTTPException):
-        what = "rate limited" if error.status == 429 else (error.text or error.response.reason or "")
-        code = f" code {error.code}" if error.code else ""
-        text = f"Discord answered {error.status}{code}: {what}".rstrip(": ")
-    else:
-        text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-    return _TOKEN_IN_URL.sub(r"\1<token>", text)
+        raise DeliveryFailed(describe_error(error)) from error

@@ -39,7 +39,7 @@ from imaginebot.delivery import (
 )
 from imaginebot.engine.api import GenerateResult, GenerateSpec
 from imaginebot.engine.grid import make_grid
-from imaginebot.errors import Forbidden, ImagineError, ParamError, QueueFull
+from imaginebot.errors import Forbidden, ImagineError, ParamError
 from imaginebot.executor import (
     UNEXPECTED_ERROR,
     Cancelled,
@@ -301,16 +301,13 @@ class JobService:
         )
         job = await self.store.reserve_job(new)  # Forbidden / QuotaExceeded: nothing was taken
         try:
-            spec = await self._engine_spec(job)
-            handle = self.executor.submit(JobRequest(job.id, job.user_id, job.kind, spec))
-        except (ImagineError, OSError) as error:  # QueueFull, or the source picture is gone
+            handle = await self._submit(job)
+        except ImagineError as error:  # QueueFull, or the source picture is gone
             # The user is told by the caller, in place of the message: nothing is left to deliver.
             await self.store.finish_job(
                 job.id, JobStatus.CANCELLED, error=str(error), delivery=Delivery.DELIVERED
             )
-            if isinstance(error, QueueFull):
-                raise
-            raise ImagineError("The image this job starts from is gone; start a new /imagine.") from error
+            raise
         self._spawn(self._follow(job, handle, reply), job.id)
         return job
 
@@ -320,15 +317,24 @@ class JobService:
             words = ", ".join(f"'{w}'" for w in found)
             raise ParamError(f"Your prompt uses words this server does not allow: {words}. Leave them out.")
 
+    async def _submit(self, job: Job) -> JobHandle:
+        """Queue a stored job. Raises QueueFull, or ImagineError when the picture it starts from is gone."""
+        return self.executor.submit(JobRequest(job.id, job.user_id, job.kind, await self._engine_spec(job)))
+
     async def _engine_spec(self, job: Job) -> GenerateSpec:
         """The one place a stored job becomes what the engine runs: its spec, plus the picture a variation
         or an upscale starts from (its parent's tile)."""
         if job.kind not in (JobKind.VARIATION, JobKind.UPSCALE):
             return job.spec
+        gone = ImagineError("The image this job starts from is gone; start a new /imagine.")
         parent = await self.store.get_job(job.parent_id) if job.parent_id is not None else None
         if parent is None or job.tile_index is None or job.tile_index >= len(parent.images):
-            raise ImagineError("The image this job started from is gone; start a new /imagine.")
-        return replace(job.spec, init_image=await self.store.load_image(parent.images[job.tile_index]))
+            raise gone
+        try:
+            source = await self.store.load_image(parent.images[job.tile_index])
+        except OSError as error:
+            raise gone from error
+        return replace(job.spec, init_image=source)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], job_id: int) -> None:
         task = asyncio.create_task(coro, name=f"job-{job_id}")
@@ -337,7 +343,7 @@ class JobService:
         def finished(task: asyncio.Task[None]) -> None:
             self._tasks.discard(task)
             if not task.cancelled() and task.exception() is not None:
-                log.error("job %s: following it failed", job_id, exc_info=task.exception())
+                log.error("job %s: following or delivering it failed", job_id, exc_info=task.exception())
 
         task.add_done_callback(finished)
 
@@ -436,11 +442,10 @@ class JobService:
         if job.message_id is None:  # it never got a message: nobody is waiting for it
             await self.store.finish_job(job.id, JobStatus.INTERRUPTED, delivery=Delivery.GONE)
             return
+        await self.store.requeue_job(job.id)
         try:
-            spec = await self._engine_spec(job)
-            await self.store.requeue_job(job.id)
-            handle = self.executor.submit(JobRequest(job.id, job.user_id, job.kind, spec))
-        except (ImagineError, OSError) as error:  # QueueFull, a source picture gone
+            handle = await self._submit(job)
+        except ImagineError as error:  # QueueFull, a source picture gone
             log.info("job %s: not resumed: %s", job.id, error)
             ended = await self.store.finish_job(job.id, JobStatus.INTERRUPTED, error=str(error))
             self._spawn(self._deliver(ended, reply_for(ended)), job.id)

@@ -302,13 +302,6 @@ class Store:
         rows = await self._all("SELECT * FROM jobs WHERE delivery = 'pending' ORDER BY id")
         return [_job(row) for row in rows]
 
-    async def set_message(self, job_id: int, channel_id: int, message_id: int) -> None:
-        async with self._tx() as db:
-            await db.execute(
-                "UPDATE jobs SET channel_id = ?, message_id = ? WHERE id = ?",
-                (channel_id, message_id, job_id),
-            )
-
     async def mark_running(self, job_id: int) -> None:
         async with self._tx() as db:
             await db.execute(

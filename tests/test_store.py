@@ -238,17 +238,16 @@ async def test_banned_words_match_whole_words_per_server(store: Store) -> None:
 async def test_unfinished_jobs_are_listed_after_reopen(tmp_path: Path, clock: FakeClock) -> None:
     async with await Store.open(tmp_path, clock=clock) as s:
         queued = await s.reserve_job(new_job())
-        running = await s.reserve_job(new_job(BOB))
+        running = await s.reserve_job(new_job(BOB, message_id=777))
         done = await s.reserve_job(new_job(BOB, images=1))
         await s.mark_running(running.id)
-        await s.set_message(running.id, 6, 777)
         await s.complete_job(done.id, [Image.new("RGB", (4, 4))])
     clock.now += timedelta(minutes=5)
     async with await Store.open(tmp_path, clock=clock) as s:
         left = await s.unfinished_jobs()
         assert [(j.id, j.status) for j in left] == [(queued.id, "queued"), (running.id, "running")]
         assert (left[1].channel_id, left[1].message_id, left[1].started_at) == (
-            6,
+            5,
             777,
             clock.now - timedelta(minutes=5),
         )

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from cogs import render
-from cogs.jobmessage import CUSTOM_ID, JobButton, _describe, job_buttons
+from cogs.common import describe_error
+from cogs.jobmessage import CUSTOM_ID, JobButton, job_buttons
 from imaginebot.delivery import JobView, Waiting, Working
 from imaginebot.engine.api import GenerateSpec
 from imaginebot.jobs import Action, defaults_for
@@ -160,7 +161,7 @@ def test_encoded_pictures_are_png_and_previews_jpeg() -> None:
 
 def test_interaction_tokens_never_reach_the_log() -> None:
     url = "http://127.0.0.1:1/api/v10/webhooks/123/aW50ZXJhY3Rpb24.s3cret/messages/@original"
-    text = _describe(aiohttp.ClientConnectionError(f"Connection timeout to host {url}"))
+    text = describe_error(aiohttp.ClientConnectionError(f"Connection timeout to host {url}"))
     assert "s3cret" not in text and "/webhooks/123/<token>/messages/@original" in text
     callback = "/api/v10/interactions/456/aW50ZXJhY3Rpb24.s3cret/callback"
-    assert "s3cret" not in _describe(aiohttp.ClientConnectionError(callback))
+    assert "s3cret" not in describe_error(aiohttp.ClientConnectionError(callback))

@@ -199,7 +199,10 @@ async def run(settings: Settings, *, mock: bool) -> None:
         store = await Store.open(data_dir, default_daily_images=settings.quota_per_day)
         stack.push_async_callback(store.close)
         executor = Executor(
-            engine, max_queued_per_user=settings.max_queued_per_user, preview_every=settings.preview_every
+            engine,
+            max_queued_per_user=settings.max_queued_per_user,
+            preview_every=settings.preview_every,
+            capacity=settings.batch_capacity,
         )
         await executor.start()
         stack.push_async_callback(executor.stop)

@@ -76,3 +76,15 @@ def describe_error(error: BaseException) -> str:
     else:
         text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
     return _TOKEN_IN_URL.sub(r"\1<token>", text)
+
+
+def about(seconds: float) -> str:
+    """A wait, as roughly as it is known: "in about 15 s", "in about 3 min"."""
+    if seconds < 2:
+        return "any moment now"
+    if seconds < 60:
+        unit = 5 if seconds >= 10 else 1
+        return f"in about {round(seconds / unit) * unit} s"
+    if seconds < 3600:
+        return f"in about {round(seconds / 60)} min"
+    return f"in about {seconds / 3600:.1f} h"

@@ -7,7 +7,7 @@ import io
 import discord
 from PIL import Image
 
-from cogs.common import short
+from cogs.common import about, short
 from imaginebot.delivery import JobView, Update, Waiting
 from imaginebot.engine.grid import EncodedImage, encode_under_limit
 from imaginebot.jobs import Action
@@ -45,7 +45,8 @@ def progress(view: JobView, update: Update) -> str:
     """While the job waits or runs."""
     if isinstance(update, Waiting):
         where = "next in line" if update.position == 1 else f"position {update.position} in the queue"
-        return f"{headline(view)}\n⏳ Waiting — {where}."
+        when = f" · starts {about(update.eta_s)}" if update.eta_s is not None else ""
+        return f"{headline(view)}\n⏳ Waiting — {where}{when}."
     if update.step <= 0:
         return f"{headline(view)}\n🎨 Starting…"
     percent = round(100 * update.step / update.total)

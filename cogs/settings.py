@@ -9,7 +9,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.common import guild_id_of, short
+from cogs.common import about, guild_id_of, short
 from imaginebot.engine.api import SAMPLERS
 from imaginebot.jobs import defaults_for
 from imaginebot.params import CFG_RANGE, RequestDefaults
@@ -128,7 +128,9 @@ class Settings(commands.Cog):
         ]
         queued = [e for e in self.bot.jobs.queue().queued if e.user_id == user]
         if queued:
-            lines.append(f"**Waiting:** {len(queued)} job(s), next at position {queued[0].position}.")
+            nxt = queued[0]
+            when = f", starts {about(nxt.eta_s)}" if nxt.eta_s is not None else ""
+            lines.append(f"**Waiting:** {len(queued)} job(s), next at position {nxt.position}{when}.")
         jobs = await store.recent_jobs(guild_id_of(interaction), user, limit=5)
         if jobs:
             lines.append("**Latest jobs:**")
@@ -143,7 +145,9 @@ class Settings(commands.Cog):
         snapshot = self.bot.jobs.queue()
         lines = [f"▶️ <@{e.user_id}> {e.kind}: {short(e.prompt, 80)}" for e in snapshot.running]
         lines += [
-            f"{e.position}. <@{e.user_id}> {e.kind}: {short(e.prompt, 80)}" for e in snapshot.queued[:20]
+            f"{e.position}. <@{e.user_id}> {e.kind}: {short(e.prompt, 80)}"
+            + (f" · starts {about(e.eta_s)}" if e.eta_s is not None else "")
+            for e in snapshot.queued[:20]
         ]
         if len(snapshot.queued) > 20:
             lines.append(f"… and {len(snapshot.queued) - 20} more.")

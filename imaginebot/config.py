@@ -100,6 +100,12 @@ class Settings(BaseSettings):
     delivery_retry_max: float = Field(
         300.0, ge=0.1, le=3600, description="seconds at most between two tries to deliver a job's result"
     )
+    batch_capacity: int | None = Field(
+        None,
+        ge=1,
+        description="images of native size per UNet call, two per image with guidance (auto: measured on a "
+        "GPU, 512 for the embedded model on a CPU; 1: one job at a time)",
+    )
     upscale_max_side: int = Field(2048, ge=64, le=8192, description="longest side of an upscaled image")
     mock_port: int = Field(8080, ge=0, le=65535, description="port of the local Discord (0: any free port)")
     mock_host: str = Field("127.0.0.1", description="address the local Discord listens on")
@@ -109,6 +115,11 @@ class Settings(BaseSettings):
     @classmethod
     def _unlimited(cls, value: Any) -> Any:
         return None if isinstance(value, str) and value.strip().lower() == "unlimited" else value
+
+    @field_validator("batch_capacity", mode="before")
+    @classmethod
+    def _auto(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip().lower() in ("", "auto") else value
 
     @field_validator("device")
     @classmethod

@@ -50,6 +50,7 @@ class JobView:
 @dataclass(frozen=True)
 class Waiting:
     position: int  # 1: next to start
+    eta_s: float | None = None  # seconds until it starts, roughly; None: not known yet
 
 
 @dataclass(frozen=True)

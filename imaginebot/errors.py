@@ -5,6 +5,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from imaginebot.engine.api import GenerateResult
+
 
 class ImagineError(Exception):
     """Base of every error whose message is meant for the user."""
@@ -31,7 +36,14 @@ class GenerationFailed(ImagineError):
 
 
 class OutOfMemory(GenerationFailed):
-    """The GPU ran out of memory; the cache was emptied and the engine carries on."""
+    """The device ran out of memory; the cache was emptied and the engine carries on.
+
+    ``fallback``: what the job can still give (an upscale: the plain resize), when it ran out alone.
+    """
+
+    def __init__(self, message: str, *, fallback: GenerateResult | None = None) -> None:
+        super().__init__(message)
+        self.fallback = fallback
 
 
 class QuotaExceeded(ImagineError):

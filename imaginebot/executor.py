@@ -1,14 +1,20 @@
 """The GPU executor: the one bridge between the event loop and the engine's worker threads.
 
-One worker thread per engine (one engine per GPU) takes jobs from a queue that is fair across users and
-runs them. Everything a job goes through comes back to the event loop as typed events, handed over only
-with ``loop.call_soon_threadsafe``: the worker never waits on the loop, let alone on Discord.
+One worker thread per engine (one engine per GPU) takes jobs from a queue that is fair across users.
+Everything a job goes through comes back to the event loop as typed events, handed over only with
+``loop.call_soon_threadsafe``: the worker never waits on the loop, let alone on Discord.
 
 Fairness: the next job is the oldest queued job of the user who was served least recently (users never
 served first, in the order they arrived). With A's ten jobs queued, B's two run 2nd and 4th. Positions
 are computed by simulating that same rule, so "position 2" is the job that will start second.
 
-Not done: sharing one UNet batch between compatible jobs (each job already batches its four tiles).
+Continuous batching: a worker runs every job it has admitted together, one denoising step at a time, and
+all jobs of one latent shape (a group) share one UNet call per step (``Engine.step``). Between two steps
+it admits queued jobs, in the fair order, while the head of the queue fits its group's capacity (samples
+of native size per UNet call), drops cancelled jobs and finishes done ones; nothing waits for a batch to
+fill. Groups take turns. When a step runs out of memory, the batch is split in two and the capacity
+lowered; only a job that runs out of memory alone fails. Queue positions carry an estimated start
+(``eta``), played forward from measured step times.
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from imaginebot.engine.api import Engine, GenerateResult, GenerateSpec, Preview
-from imaginebot.errors import GenerationCancelled, ImagineError, OutOfMemory, QueueFull
+from imaginebot.engine.api import Engine, GenerateResult, GenerateSpec, Plan, Preview, StepState, Task
+from imaginebot.errors import ImagineError, OutOfMemory, QueueFull
+from imaginebot.eta import StepTimes, Work, estimate_starts, fits
 from imaginebot.store_models import JobKind
 
 log = logging.getLogger(__name__)
@@ -41,16 +48,24 @@ class JobRequest:
     kind: JobKind
     spec: GenerateSpec
 
+    @property
+    def task(self) -> Task:
+        if self.kind is JobKind.VARIATION:
+            return "vary"
+        return "upscale" if self.kind is JobKind.UPSCALE else "generate"
+
 
 # -- events, in the order a job can produce them -------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Queued:
-    """Waiting; ``position`` 1 means next to start. Sent again whenever the position changes."""
+    """Waiting; ``position`` 1 means next to start, in about ``eta_s`` seconds (None: not known yet, no
+    step has been timed). Sent again whenever the position or the estimate changes much."""
 
     job_id: int
     position: int
+    eta_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +118,7 @@ class QueueEntry:
     kind: JobKind
     prompt: str
     position: int | None  # None: running
+    eta_s: float | None = None  # queued: seconds until it starts, roughly
 
 
 @dataclass(frozen=True)
@@ -151,6 +167,8 @@ class JobHandle:
         return self._executor.cancel(self.job_id)
 
     def _deliver(self, event: Event) -> None:
+        if self._final.done():
+            return  # a preview that was still on its way when the job failed
         if isinstance(event, Queued):
             self.position = event.position
         elif isinstance(event, Started):
@@ -172,36 +190,60 @@ class JobHandle:
 
 @dataclass(eq=False)
 class _Entry:
-    """Executor-side state of a live job; shared with the worker thread under the executor's lock."""
+    """Executor-side state of a live job; shared with the worker threads under the executor's lock."""
 
     request: JobRequest
     handle: JobHandle
+    plan: Plan
     cancel: threading.Event = field(default_factory=threading.Event)
     cancel_reason: Literal["user", "stop"] = "user"
     sent_position: int | None = None
+    sent_eta: float | None = None
+    worker: int | None = None  # running on this worker
+    state: StepState | None = None  # prepared; only its worker's thread touches it
+    ended: bool = False  # its final event is sent (worker thread only)
+    overhead_s: float = 0.0  # preparing and finishing, for the estimates
     # Thread-side preview coalescing: at most one preview hand-over is ever pending on the loop.
     preview_lock: threading.Lock = field(default_factory=threading.Lock)
     latest_preview: Preview | None = None
     preview_pending: bool = False
 
+    @property
+    def job_id(self) -> int:
+        return self.request.job_id
+
+    @property
+    def steps_left(self) -> int:
+        return self.plan.steps - (self.state.steps_done if self.state is not None else 0)
+
 
 class Executor:
     """``async with Executor(engine) as ex: handle = ex.submit(request)``; ``engine`` may be a list, one
-    worker thread per engine."""
+    worker thread per engine. ``capacity``: samples of native size per UNet call on each worker (None:
+    each engine's ``default_capacity()``, measured on its worker thread at start)."""
 
     def __init__(
-        self, engine: Engine | Sequence[Engine], *, max_queued_per_user: int = 3, preview_every: int = 5
+        self,
+        engine: Engine | Sequence[Engine],
+        *,
+        max_queued_per_user: int = 3,
+        preview_every: int = 5,
+        capacity: float | None = None,
     ) -> None:
         self._engines: list[Engine] = list(engine) if isinstance(engine, Sequence) else [engine]
         if not self._engines:
             raise ValueError("the executor needs at least one engine")
+        if capacity is not None and capacity < 1:
+            raise ValueError(f"the batch capacity must be at least 1 sample, got {capacity}")
         self.max_queued_per_user = max_queued_per_user
         self.preview_every = preview_every
+        self.step_times = StepTimes()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._workers: list[asyncio.Future[None]] = []
         self._stopping = False
         # Everything below is shared with the worker threads and guarded by _cond.
         self._cond = threading.Condition()
+        self._capacities: list[float | None] = [capacity] * len(self._engines)  # lowered on OOM
         self._queues: dict[int, deque[_Entry]] = {}  # user id -> their queued jobs, oldest first
         self._arrival: dict[int, int] = {}  # user id -> when their queue last became non-empty
         self._last_served: dict[int, int] = {}  # user id -> dispatch number of their latest started job
@@ -225,7 +267,7 @@ class Executor:
         for i, engine in enumerate(self._engines):
             finished: asyncio.Future[None] = loop.create_future()
             name = f"imaginebot-worker-{i}"
-            threading.Thread(target=self._work, args=(engine, finished), name=name, daemon=True).start()
+            threading.Thread(target=self._work, args=(i, engine, finished), name=name, daemon=True).start()
             self._workers.append(finished)
 
     async def stop(self, *, cancel_running: bool = True) -> list[JobRequest]:
@@ -238,8 +280,8 @@ class Executor:
             queued = self._order()
             for entry in queued:
                 self._remove_queued(entry)
-                del self._entries[entry.request.job_id]
-                self._emit(entry, Interrupted(entry.request.job_id))
+                del self._entries[entry.job_id]
+                self._emit(entry, Interrupted(entry.job_id))
             for entry in self._running.values():
                 if cancel_running:
                     entry.cancel_reason = "stop"
@@ -248,6 +290,12 @@ class Executor:
         await asyncio.gather(*self._workers)
         # The workers' last events were scheduled before their futures resolved, so they are delivered.
         return [*self._interrupted, *(entry.request for entry in queued)]
+
+    @property
+    def capacities(self) -> list[float | None]:
+        """Each worker's capacity now (None: not measured yet)."""
+        with self._cond:
+            return list(self._capacities)
 
     # -- the loop's side -------------------------------------------------------------------------------
 
@@ -261,6 +309,7 @@ class Executor:
             raise RuntimeError("the executor is not running")
         if request.kind in (JobKind.VARIATION, JobKind.UPSCALE) and request.spec.init_image is None:
             raise ValueError(f"a {request.kind} job needs the source image")
+        plan = self._engines[0].plan(request.spec, request.task)
         handle = JobHandle(self, request, on_event)
         with self._cond:
             if request.job_id in self._entries:
@@ -275,17 +324,17 @@ class Executor:
                 queue = self._queues[request.user_id] = deque()
                 self._arrivals += 1
                 self._arrival[request.user_id] = self._arrivals
-            entry = _Entry(request, handle)
+            entry = _Entry(request, handle, plan)
             queue.append(entry)
             self._entries[request.job_id] = entry
             self._publish_positions()
-            self._cond.notify()
+            self._cond.notify_all()
         log.info("job %s: queued (user %s, %s)", request.job_id, request.user_id, request.kind)
         return handle
 
     def cancel(self, job_id: int) -> bool:
-        """Remove a queued job, or ask a running one to stop at its next step (``Cancelled`` follows).
-        False when the job is neither queued nor running."""
+        """Remove a queued job, or ask a running one to leave its batch at the next step (``Cancelled``
+        follows). False when the job is neither queued nor running."""
         with self._cond:
             entry = self._entries.get(job_id)
             if entry is None:
@@ -304,17 +353,21 @@ class Executor:
     def positions(self) -> dict[int, int]:
         """Queued job id -> position (1: next to start)."""
         with self._cond:
-            return {entry.request.job_id: i for i, entry in enumerate(self._order(), start=1)}
+            return {entry.job_id: i for i, entry in enumerate(self._order(), start=1)}
 
     def queue_snapshot(self) -> QueueSnapshot:
-        def row(entry: _Entry, position: int | None) -> QueueEntry:
+        def row(entry: _Entry, position: int | None, eta: float | None = None) -> QueueEntry:
             r = entry.request
-            return QueueEntry(r.job_id, r.user_id, r.kind, r.spec.prompt, position)
+            return QueueEntry(r.job_id, r.user_id, r.kind, r.spec.prompt, position, eta)
 
         with self._cond:
+            order = self._order()
+            etas = self._etas(order)
             return QueueSnapshot(
                 running=tuple(row(entry, None) for entry in self._running.values()),
-                queued=tuple(row(entry, i) for i, entry in enumerate(self._order(), start=1)),
+                queued=tuple(
+                    row(e, i, eta) for i, (e, eta) in enumerate(zip(order, etas, strict=True), start=1)
+                ),
             )
 
     # -- queue internals (caller holds _cond) ----------------------------------------------------------
@@ -334,12 +387,16 @@ class Executor:
                 heapq.heappush(heap, (dispatches, arrival, user))
         return order
 
-    def _pop(self) -> _Entry:
+    def _head(self) -> _Entry:
+        """The job ``_pop`` would take."""
         user = min(self._queues, key=lambda u: (self._last_served.get(u, -1), self._arrival[u]))
-        entry = self._queues[user][0]
+        return self._queues[user][0]
+
+    def _pop(self) -> _Entry:
+        entry = self._head()
         self._remove_queued(entry)
         self._dispatches += 1
-        self._last_served[user] = self._dispatches
+        self._last_served[entry.request.user_id] = self._dispatches
         return entry
 
     def _remove_queued(self, entry: _Entry) -> None:
@@ -348,47 +405,96 @@ class Executor:
         if not self._queues[user]:
             del self._queues[user], self._arrival[user]
 
+    def _etas(self, order: list[_Entry]) -> list[float | None]:
+        line = self.step_times.line()
+        if line is None or not order or None in self._capacities:
+            return [None] * len(order)
+        running: list[list[Work]] = [[] for _ in self._engines]
+        for entry in self._running.values():
+            assert entry.worker is not None
+            running[entry.worker].append(Work(entry.plan.group, entry.plan.cost, entry.steps_left))
+        queued = [Work(e.plan.group, e.plan.cost, e.plan.steps) for e in order]
+        capacities = [c for c in self._capacities if c is not None]
+        overhead = self.step_times.job_overhead
+        return list(estimate_starts(running, queued, capacities, line, overhead))
+
     def _publish_positions(self) -> None:
-        for position, entry in enumerate(self._order(), start=1):
-            if entry.sent_position != position:
-                entry.sent_position = position
-                self._emit(entry, Queued(entry.request.job_id, position))
+        order = self._order()
+        for position, (entry, eta) in enumerate(zip(order, self._etas(order), strict=True), start=1):
+            if entry.sent_position != position or _changed(entry.sent_eta, eta):
+                entry.sent_position, entry.sent_eta = position, eta
+                self._emit(entry, Queued(entry.job_id, position, eta))
 
     def _emit(self, entry: _Entry, event: Event) -> None:
-        # Called from either thread, always under _cond, so a job's events are scheduled in order.
+        # Called from any thread, always under _cond, so a job's events are scheduled in order.
         assert self._loop is not None
         if self._loop.is_closed():  # nobody is listening any more
-            log.warning("job %s: %s dropped, the event loop is closed", entry.request.job_id, event)
+            log.warning("job %s: %s dropped, the event loop is closed", entry.job_id, event)
             return
         self._loop.call_soon_threadsafe(entry.handle._deliver, event)
 
     # -- the worker threads ----------------------------------------------------------------------------
 
-    def _work(self, engine: Engine, finished: asyncio.Future[None]) -> None:
+    def _work(self, worker: int, engine: Engine, finished: asyncio.Future[None]) -> None:
         assert self._loop is not None
         try:
-            while True:
+            if self._capacities[worker] is None:
+                capacity = engine.default_capacity()
                 with self._cond:
-                    while not self._stopping and not self._queues:
-                        self._cond.wait()
-                    if self._stopping:
-                        return
-                    entry = self._pop()
-                    self._running[entry.request.job_id] = entry
-                    self._emit(entry, Started(entry.request.job_id))
-                    self._publish_positions()
-                outcome = self._run(engine, entry)
-                with self._cond:
-                    del self._running[entry.request.job_id], self._entries[entry.request.job_id]
-                    if isinstance(outcome, Interrupted):
-                        self._interrupted.append(entry.request)
-                    self._emit(entry, outcome)
+                    self._capacities[worker] = capacity
+                log.info("worker %d: up to %.0f samples per UNet call", worker, capacity)
+            running: list[_Entry] = []  # admitted, in the order they joined
+            turn = 0
+            while (admitted := self._admit(worker, running)) is not None:
+                for entry in admitted:
+                    self._prepare(engine, entry)
+                running += admitted
+                for entry in running:
+                    if entry.cancel.is_set():
+                        self._leave(entry)
+                running = [entry for entry in running if not entry.ended]
+                if not running:
+                    continue
+                groups = list(dict.fromkeys(entry.plan.group for entry in running))  # in joining order
+                group, turn = groups[turn % len(groups)], turn + 1
+                batch = [entry for entry in running if entry.plan.group == group]
+                self._step(worker, engine, batch)
+                for entry in batch:
+                    if not entry.ended and entry.state is not None and entry.state.done:
+                        self._finish(engine, entry)
+                running = [entry for entry in running if not entry.ended]
         finally:
             self._loop.call_soon_threadsafe(finished.set_result, None)
 
-    def _run(self, engine: Engine, entry: _Entry) -> FinalEvent:
+    def _admit(self, worker: int, running: list[_Entry]) -> list[_Entry] | None:
+        """At a step boundary: wait while there is nothing to do, then take the queued jobs that fit, in the
+        fair order. None: stopping, and nothing of this worker's is left to run."""
+        with self._cond:
+            while not running and not self._queues and not self._stopping:
+                self._cond.wait()
+            if self._stopping:
+                return [] if running else None
+            capacity = self._capacities[worker]
+            assert capacity is not None
+            admitted: list[_Entry] = []
+            while self._queues:
+                head = self._head()
+                group = head.plan.group
+                load = sum(e.plan.cost for e in (*running, *admitted) if e.plan.group == group)
+                if not fits(load, head.plan.cost, capacity):
+                    break  # the head waits for room; nobody behind it jumps the queue
+                entry = self._pop()
+                entry.worker = worker
+                self._running[entry.job_id] = entry
+                self._emit(entry, Started(entry.job_id))
+                admitted.append(entry)
+            if admitted:
+                self._publish_positions()
+            return admitted
+
+    def _prepare(self, engine: Engine, entry: _Entry) -> None:
         job = entry.request
-        log.info("job %s: started on %s", job.job_id, threading.current_thread().name)
+        log.info("job %s: joins the batch on %s", job.job_id, threading.current_thread().name)
         t0 = time.perf_counter()
 
         def on_preview(preview: Preview) -> None:
@@ -401,39 +507,76 @@ class Executor:
             self._loop.call_soon_threadsafe(self._deliver_preview, entry)
 
         try:
-            if job.kind in (JobKind.IMAGINE, JobKind.REROLL):
-                result = engine.generate(
-                    job.spec,
-                    on_preview=on_preview,
-                    preview_every=self.preview_every,
-                    should_cancel=entry.cancel.is_set,
+            entry.state = engine.prepare(
+                job.spec, job.task, on_preview=on_preview, preview_every=self.preview_every
+            )
+        except Exception as e:
+            self._end(entry, _outcome(job.job_id, e))
+        entry.overhead_s += time.perf_counter() - t0
+
+    def _leave(self, entry: _Entry) -> None:
+        """Cancelled by its user, or by ``stop``: the job leaves the batch at this step boundary."""
+        steps = entry.state.steps_done if entry.state is not None else 0
+        if entry.cancel_reason == "user":
+            log.info("job %s: cancelled after %d steps", entry.job_id, steps)
+            self._end(entry, Cancelled(entry.job_id))
+        else:
+            log.info("job %s: interrupted after %d steps", entry.job_id, steps)
+            self._end(entry, Interrupted(entry.job_id))
+
+    def _step(self, worker: int, engine: Engine, batch: list[_Entry]) -> None:
+        """One step of every job of ``batch`` (one group), in UNet calls within the capacity. A call that
+        runs out of memory is split in two and the capacity lowered; a job alone that runs out fails."""
+        with self._cond:
+            capacity = self._capacities[worker]
+        assert capacity is not None
+        pending = deque(_calls(batch, capacity))
+        while pending:
+            call = pending.popleft()
+            cost = sum(entry.plan.cost for entry in call)
+            t0 = time.perf_counter()
+            try:
+                engine.step([entry.state for entry in call if entry.state is not None])
+            except OutOfMemory as e:
+                if len(call) == 1:
+                    self._end(call[0], _outcome(call[0].job_id, e))
+                    continue
+                capacity = max(1.0, min(capacity, cost / 2))
+                with self._cond:
+                    self._capacities[worker] = capacity
+                log.warning(
+                    "worker %d: out of memory at %.0f samples; capacity now %.0f", worker, cost, capacity
                 )
-            elif job.kind is JobKind.VARIATION:
-                assert job.spec.init_image is not None
-                result = engine.vary(
-                    job.spec.init_image,
-                    job.spec,
-                    on_preview=on_preview,
-                    preview_every=self.preview_every,
-                    should_cancel=entry.cancel.is_set,
-                )
+                pending.extendleft([call[len(call) // 2 :], call[: len(call) // 2]])
+            except Exception as e:
+                # Not memory: the schedulers may have moved, so no retry; the jobs of this call fail.
+                for entry in call:
+                    self._end(entry, _outcome(entry.job_id, e))
             else:
-                assert job.spec.init_image is not None
-                result = engine.upscale(job.spec.init_image, job.spec, should_cancel=entry.cancel.is_set)
-        except GenerationCancelled:
-            log.info("job %s: cancelled after %.1f s", job.job_id, time.perf_counter() - t0)
-            return Interrupted(job.job_id) if entry.cancel_reason == "stop" else Cancelled(job.job_id)
-        except OutOfMemory as e:
-            log.warning("job %s: out of GPU memory: %s", job.job_id, e)
-            return Failed(job.job_id, str(e), out_of_memory=True)
-        except ImagineError as e:
-            log.warning("job %s: failed: %s", job.job_id, e)
-            return Failed(job.job_id, str(e))
-        except Exception:
-            log.exception("job %s: the engine raised", job.job_id)
-            return Failed(job.job_id, UNEXPECTED_ERROR)
-        log.info("job %s: done in %.1f s", job.job_id, time.perf_counter() - t0)
-        return Done(job.job_id, result)
+                self.step_times.add_call(cost, time.perf_counter() - t0)
+
+    def _finish(self, engine: Engine, entry: _Entry) -> None:
+        assert entry.state is not None
+        t0 = time.perf_counter()
+        try:
+            result = engine.finish(entry.state)
+        except Exception as e:
+            self._end(entry, _outcome(entry.job_id, e))
+            return
+        entry.overhead_s += time.perf_counter() - t0
+        self.step_times.add_job_overhead(entry.overhead_s)
+        log.info("job %s: done in %.1f s", entry.job_id, result.elapsed_s)
+        self._end(entry, Done(entry.job_id, result))
+
+    def _end(self, entry: _Entry, outcome: FinalEvent) -> None:
+        entry.ended, entry.state = True, None
+        with self._cond:
+            del self._running[entry.job_id], self._entries[entry.job_id]
+            if isinstance(outcome, Interrupted):
+                self._interrupted.append(entry.request)
+            self._emit(entry, outcome)
+            self._publish_positions()  # the estimates of who waits move with every job that ends
+            self._cond.notify_all()
 
     @staticmethod
     def _deliver_preview(entry: _Entry) -> None:
@@ -441,4 +584,40 @@ class Executor:
         with entry.preview_lock:
             preview, entry.latest_preview, entry.preview_pending = entry.latest_preview, None, False
         if preview is not None:
-            entry.handle._deliver(Progress(entry.request.job_id, preview))
+            entry.handle._deliver(Progress(entry.job_id, preview))
+
+
+def _calls(batch: list[_Entry], capacity: float) -> list[list[_Entry]]:
+    """The batch cut into UNet calls within ``capacity`` (a job bigger than it alone), in order."""
+    calls: list[list[_Entry]] = [[]]
+    load = 0.0
+    for entry in batch:
+        if not fits(load, entry.plan.cost, capacity):
+            calls.append([])
+            load = 0.0
+        calls[-1].append(entry)
+        load += entry.plan.cost
+    return calls
+
+
+def _outcome(job_id: int, error: Exception) -> Done | Failed:
+    """How a job ends on an error: the engine's fallback if it has one (an upscale short of memory gives
+    the plain resize), our errors in the user's words; anything else is a bug, logged in full."""
+    if isinstance(error, OutOfMemory) and error.fallback is not None:
+        log.warning("job %s: %s; giving the fallback", job_id, error)
+        return Done(job_id, error.fallback)
+    if isinstance(error, OutOfMemory):
+        log.warning("job %s: out of memory: %s", job_id, error)
+        return Failed(job_id, str(error), out_of_memory=True)
+    if isinstance(error, ImagineError):
+        log.warning("job %s: failed: %s", job_id, error)
+        return Failed(job_id, str(error))
+    log.error("job %s: the engine raised", job_id, exc_info=error)
+    return Failed(job_id, UNEXPECTED_ERROR)
+
+
+def _changed(sent: float | None, eta: float | None) -> bool:
+    """Whether an estimate moved enough to be worth another message (a quarter, and at least 5 s)."""
+    if sent is None or eta is None:
+        return sent != eta
+    return abs(eta - sent) > max(5.0, 0.25 * sent)

@@ -358,8 +358,8 @@ class JobService:
         try:
             async for event in handle.events():
                 match event:
-                    case Queued(position=position):
-                        progress.offer(Waiting(position))
+                    case Queued(position=position, eta_s=eta_s):
+                        progress.offer(Waiting(position, eta_s))
                     case Started():
                         await self.store.mark_running(job.id)
                         progress.offer(Working(0, job.spec.num_inference_steps))

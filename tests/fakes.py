@@ -3,81 +3,111 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from PIL import Image
 
-from imaginebot.engine.api import CancelCheck, GenerateResult, GenerateSpec, Preview, PreviewCallback
-from imaginebot.errors import GenerationCancelled, OutOfMemory
+from imaginebot.engine.api import (
+    GenerateResult,
+    GenerateSpec,
+    Plan,
+    Preview,
+    PreviewCallback,
+    StepState,
+    Task,
+)
+from imaginebot.errors import OutOfMemory
+
+
+@dataclass(eq=False)
+class FakeState:
+    plan: Plan
+    spec: GenerateSpec
+    colour: tuple[int, int, int]
+    on_preview: PreviewCallback | None
+    preview_every: int
+    steps_done: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.steps_done >= self.plan.steps
 
 
 class FakeEngine:
-    """Deterministic stand-in for the diffusion engine: solid-colour tiles, one "step" at a time.
+    """Deterministic stand-in for the diffusion engine: solid-colour tiles, the step API of the real one.
 
-    Prompts steer it: "oom" raises OutOfMemory, "bug" a plain exception. ``gate`` (when cleared) holds
-    every job before its first step; ``permits`` (when set) makes each step wait for one release.
+    A job costs one sample per image; ``capacity`` (default 1: one job at a time) is its default capacity.
+    Prompts steer it: "oom" makes any step it is part of run out of memory, "bug" raises a plain exception
+    in prepare. ``gate`` (when cleared) holds every job before its first step (in prepare); ``permits``
+    (when set) makes each step wait for one release. ``max_samples``: steps bigger than that run out of
+    memory. ``batches`` records the job ids of every step, in order.
     """
 
     native_size = 64
 
-    def __init__(self, steps_per_permit: bool = False) -> None:
+    def __init__(
+        self, steps_per_permit: bool = False, capacity: float = 1.0, max_samples: int | None = None
+    ) -> None:
         self.gate = threading.Event()
         self.gate.set()
         self.permits: threading.Semaphore | None = threading.Semaphore(0) if steps_per_permit else None
-        self.calls: list[tuple[str, str]] = []  # (method, prompt), in the order jobs ran
+        self.capacity = capacity
+        self.max_samples = max_samples
+        self.calls: list[tuple[str, str]] = []  # (method, prompt), in the order jobs were prepared
         self.specs: list[GenerateSpec] = []  # what each job ran with, in the same order
+        self.batches: list[list[str]] = []  # the prompts of each step
         self.threads: set[int] = set()
 
-    def _loop(
+    def default_capacity(self) -> float:
+        return self.capacity
+
+    def plan(self, spec: GenerateSpec, task: Task = "generate") -> Plan:
+        return Plan((spec.height, spec.width), spec.num_images, spec.num_images, spec.num_inference_steps)
+
+    def prepare(
         self,
-        method: str,
         spec: GenerateSpec,
-        on_preview: PreviewCallback | None,
-        preview_every: int,
-        should_cancel: CancelCheck | None,
-        colour: tuple[int, int, int],
-    ) -> GenerateResult:
-        self.calls.append((method, spec.prompt))
+        task: Task = "generate",
+        *,
+        on_preview: PreviewCallback | None = None,
+        preview_every: int = 5,
+    ) -> FakeState:
+        self.calls.append((task, spec.prompt))
         self.specs.append(spec)
         self.threads.add(threading.get_ident())
         self.gate.wait()
-        if spec.prompt == "oom":
-            raise OutOfMemory("The GPU ran out of memory; try fewer images or a smaller size.")
         if spec.prompt == "bug":
             raise ZeroDivisionError("a bug")
-        for step in range(1, spec.num_inference_steps + 1):
-            if self.permits is not None:
-                self.permits.acquire()
-            if should_cancel is not None and should_cancel():
-                raise GenerationCancelled("cancelled")
-            if on_preview is not None and step % preview_every == 0:
-                on_preview(Preview(step, spec.num_inference_steps, Image.new("RGB", (8, 8), (step, 0, 0))))
-        tiles = tuple(Image.new("RGB", (spec.width, spec.height), colour) for _ in spec.seeds)
+        colour: tuple[int, int, int] = {"generate": (0, 0, 255), "upscale": (0, 255, 0)}.get(task, (0, 0, 0))
+        if task == "vary":
+            assert spec.init_image is not None
+            pixel = spec.init_image.getpixel((0, 0))
+            assert isinstance(pixel, tuple)
+            colour = (pixel[0], pixel[1], pixel[2])
+        return FakeState(self.plan(spec, task), spec, colour, on_preview, preview_every)
+
+    def step(self, states: Sequence[StepState]) -> None:
+        jobs = [state for state in states if isinstance(state, FakeState)]
+        assert len(jobs) == len(states) and jobs and all(not job.done for job in jobs)
+        assert len({job.plan.group for job in jobs}) == 1, "one group per step"
+        self.threads.add(threading.get_ident())
+        if self.permits is not None:
+            self.permits.acquire()
+        self.batches.append([job.spec.prompt for job in jobs])
+        samples = sum(job.plan.samples for job in jobs)
+        if any(job.spec.prompt == "oom" for job in jobs) or (
+            self.max_samples is not None and samples > self.max_samples
+        ):
+            raise OutOfMemory(f"The GPU ran out of memory making {samples} image(s); try fewer.")
+        for job in jobs:
+            job.steps_done += 1
+            step, total = job.steps_done, job.plan.steps
+            if job.on_preview is not None and step % job.preview_every == 0:
+                job.on_preview(Preview(step, total, Image.new("RGB", (8, 8), (step, 0, 0))))
+
+    def finish(self, state: StepState) -> GenerateResult:
+        assert isinstance(state, FakeState) and state.done
+        spec = state.spec
+        tiles = tuple(Image.new("RGB", (spec.width, spec.height), state.colour) for _ in spec.seeds)
         return GenerateResult(images=tiles, seeds=spec.seeds, elapsed_s=0.0)
-
-    def generate(
-        self,
-        spec: GenerateSpec,
-        *,
-        on_preview: PreviewCallback | None = None,
-        preview_every: int = 5,
-        should_cancel: CancelCheck | None = None,
-    ) -> GenerateResult:
-        return self._loop("generate", spec, on_preview, preview_every, should_cancel, (0, 0, 255))
-
-    def vary(
-        self,
-        image: Image.Image,
-        spec: GenerateSpec,
-        *,
-        on_preview: PreviewCallback | None = None,
-        preview_every: int = 5,
-        should_cancel: CancelCheck | None = None,
-    ) -> GenerateResult:
-        colour = image.getpixel((0, 0))
-        assert isinstance(colour, tuple)
-        return self._loop("vary", spec, on_preview, preview_every, should_cancel, colour[:3])
-
-    def upscale(
-        self, image: Image.Image, spec: GenerateSpec, *, should_cancel: CancelCheck | None = None
-    ) -> GenerateResult:
-        return self._loop("upscale", spec, None, 1, should_cancel, (0, 255, 0))

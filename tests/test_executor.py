@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import threading
 from collections.abc import AsyncIterator
 
@@ -103,17 +104,23 @@ async def test_positions_sent_as_the_queue_moves(executor: Executor, engine: Fak
     engine.gate.clear()
     running = executor.submit(request(1, A))
     await first(running, Started)
-    sent: dict[int, list[int]] = {2: [], 3: [], 4: []}
+    sent: dict[int, list[Queued]] = {2: [], 3: [], 4: []}
 
     def record(event: Event) -> None:
         if isinstance(event, Queued):
-            sent[event.job_id].append(event.position)
+            sent[event.job_id].append(event)
 
     handles = [executor.submit(request(i, user), on_event=record) for i, user in ((2, B), (3, C), (4, A))]
     engine.gate.set()
     await asyncio.gather(*(h.wait() for h in handles))
-    # Told when queued and again each time the queue moves (on_event sees them before coalescing).
-    assert sent == {2: [1], 3: [2, 1], 4: [3, 2, 1]}
+    # Told when queued and again each time the queue moves (on_event sees them before coalescing), and
+    # when a start time can first be estimated (job 1's step was the first one timed)
+    positions = {
+        job: [p for p, _ in itertools.groupby(e.position for e in events)] for job, events in sent.items()
+    }
+    assert positions == {2: [1], 3: [2, 1], 4: [3, 2, 1]}
+    for events in sent.values():
+        assert events[0].eta_s is None and events[-1].eta_s is not None
     assert [prompt for _, prompt in engine.calls] == ["job 1", "job 2", "job 3", "job 4"]
 
 

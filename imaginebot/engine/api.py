@@ -1,14 +1,15 @@
 """The engine's public contract: what the executor hands in and gets back.
 
 Nothing here knows Discord. The executor (the one bridge to the event loop) calls an ``Engine`` from its
-worker thread.
+worker thread, step by step: ``prepare`` a job, ``step`` every prepared job of one latent shape together
+(one UNet call), ``finish`` a job whose steps are done.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from PIL import Image
 
@@ -63,44 +64,73 @@ class GenerateResult:
 PreviewCallback = Callable[[Preview], None]
 CancelCheck = Callable[[], bool]
 
+# What a job asks of the model: txt2img (or img2img from spec.init_image), variations of spec.init_image
+# (strength None: about 0.6), or spec.init_image enlarged 2x and refined by low-strength img2img.
+Task = Literal["generate", "vary", "upscale"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a job will take of a batched UNet call, known before any work is done."""
+
+    group: Hashable  # jobs of one group (one latent shape) can share a UNet call
+    samples: int  # rows of the UNet batch: one per image, twice that with classifier-free guidance
+    cost: float  # samples weighted by pixels against the native size: what counts against the capacity
+    steps: int  # UNet calls to the end
+
+
+class StepState(Protocol):
+    """A prepared job between steps; the engine's own type behind it."""
+
+    @property
+    def plan(self) -> Plan: ...
+
+    @property
+    def steps_done(self) -> int: ...
+
+    @property
+    def done(self) -> bool:
+        """All steps taken: ``finish`` makes the images."""
+        ...
+
+    @property
+    def fallback(self) -> GenerateResult | None:
+        """What to give the user when the job runs out of memory even alone (a plain upscale), if any."""
+        ...
+
 
 class Engine(Protocol):
-    """What the executor needs from an engine. Every method runs on the worker thread and may block."""
+    """What the executor needs from an engine. Every method but ``plan`` runs on the worker thread and may
+    block; each raises OutOfMemory, GenerationFailed or ParamError (from ``prepare``: a spec it refuses)."""
 
     @property
     def native_size(self) -> int:
         """The model's native side in pixels (512 for SD 1.5, 1024 for SDXL, 64 for the embedded model)."""
         ...
 
-    def generate(
+    def default_capacity(self) -> float:
+        """Samples of native size per UNet call this device holds (the batch's bound when none is set)."""
+        ...
+
+    def plan(self, spec: GenerateSpec, task: Task = "generate") -> Plan:
+        """Cheap and pure: safe to call from any thread."""
+        ...
+
+    def prepare(
         self,
         spec: GenerateSpec,
+        task: Task = "generate",
         *,
         on_preview: PreviewCallback | None = None,
         preview_every: int = 5,
-        should_cancel: CancelCheck | None = None,
-    ) -> GenerateResult:
-        """Run the diffusion loop. Raises GenerationCancelled, OutOfMemory or GenerationFailed."""
+    ) -> StepState:
+        """Encode the prompt (and the init image), draw the first latents, build the job's own scheduler."""
         ...
 
-    def vary(
-        self,
-        image: Image.Image,
-        spec: GenerateSpec,
-        *,
-        on_preview: PreviewCallback | None = None,
-        preview_every: int = 5,
-        should_cancel: CancelCheck | None = None,
-    ) -> GenerateResult:
-        """Variations of ``image``: img2img at ``spec.strength`` (None: about 0.6), one tile per seed."""
+    def step(self, states: Sequence[StepState]) -> None:
+        """One denoising step of every state, in one UNet call; all share one ``plan.group``, none is done."""
         ...
 
-    def upscale(
-        self,
-        image: Image.Image,
-        spec: GenerateSpec,
-        *,
-        should_cancel: CancelCheck | None = None,
-    ) -> GenerateResult:
-        """One image enlarged 2x (longest side capped) and refined by low-strength img2img."""
+    def finish(self, state: StepState) -> GenerateResult:
+        """Decode a done state's latents (after its last preview has been delivered)."""
         ...

@@ -13,7 +13,8 @@ import dataclasses
 import inspect
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,10 @@ from imaginebot.engine.api import (
     CancelCheck,
     GenerateResult,
     GenerateSpec,
+    Plan,
     PreviewCallback,
+    StepState,
+    Task,
 )
 from imaginebot.engine.devices import free_memory, resolve_device, resolve_dtype
 from imaginebot.engine.preview import (
@@ -44,6 +48,11 @@ from imaginebot.engine.schedulers import make_scheduler
 from imaginebot.errors import GenerationCancelled, GenerationFailed, ImagineError, OutOfMemory, ParamError
 
 log = logging.getLogger(__name__)
+
+# Without a GPU, a UNet call takes up to this many latent pixels (2^17): 512 samples of the embedded model
+# (16x16 latents), 32 of SD 1.5 (64x64), 8 of SDXL (128x128). Past a few dozen samples a CPU gains no speed,
+# but every job in the batch moves on, so nobody waits for a first preview.
+CPU_LATENT_PIXELS_PER_CALL = 2**17
 
 VARY_STRENGTH = 0.6  # V1-V4: keeps the composition and colours, changes the details
 UPSCALE_STRENGTH = 0.3  # U1-U4: "hires fix", sharpens the enlarged tile without redrawing it
@@ -158,7 +167,83 @@ class DiffusionEngine:
     def close(self) -> None:
         self._previews.close()
 
-    # -- the Engine protocol -------------------------------------------------------------------------------
+    # -- the step-level Engine protocol --------------------------------------------------------------------
+
+    def default_capacity(self) -> float:
+        """Samples of native size per UNet call: measured on CUDA, a budget of latent pixels elsewhere."""
+        if self.device.type == "cuda":
+            return measure_capacity(self)
+        return max(1.0, CPU_LATENT_PIXELS_PER_CALL / (self.native_size // self.vae_scale_factor) ** 2)
+
+    def plan(self, spec: GenerateSpec, task: Task = "generate") -> Plan:
+        if task == "upscale" and spec.init_image is not None:
+            width, height = self.upscaled_size(spec.init_image.width, spec.init_image.height)
+            spec = dataclasses.replace(spec, width=width, height=height, seeds=spec.seeds[:1])
+        f = self.vae_scale_factor
+        latent_height, latent_width = spec.height // f, spec.width // f
+        samples = spec.num_images * (2 if self._uses_cfg(spec) else 1)
+        native = (self.native_size // f) ** 2
+        steps = spec.num_inference_steps
+        if spec.init_image is not None or task != "generate":
+            steps = _img2img_steps(steps, self._strength(spec, task))
+        return Plan(
+            group=(latent_height, latent_width),
+            samples=samples,
+            cost=samples * latent_height * latent_width / native,
+            steps=steps,
+        )
+
+    def prepare(
+        self,
+        spec: GenerateSpec,
+        task: Task = "generate",
+        *,
+        on_preview: PreviewCallback | None = None,
+        preview_every: int = 5,
+    ) -> StepState:
+        self._check(spec, task, preview_every)
+        started = time.perf_counter()
+        plan = self.plan(spec, task)
+        fallback = None
+        if task != "generate" or spec.init_image is not None:
+            assert spec.init_image is not None
+            spec = dataclasses.replace(spec, strength=self._strength(spec, task))
+        if task == "upscale":
+            assert spec.init_image is not None
+            width, height = self.upscaled_size(spec.init_image.width, spec.init_image.height)
+            enlarged = spec.init_image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
+            spec = dataclasses.replace(
+                spec, width=width, height=height, seeds=spec.seeds[:1], init_image=enlarged
+            )
+            note = f"Upscaled by a plain resize to {width}×{height}: not enough GPU memory to refine it."
+            fallback = GenerateResult((enlarged,), spec.seeds, 0.0, note=note)
+        with self._errors(_describe(spec), fallback), torch.inference_mode():
+            job = self._prepare(spec, plan, on_preview, preview_every)
+        job.started, job.fallback = started, fallback
+        return job
+
+    def step(self, states: Sequence[StepState]) -> None:
+        jobs = [_own(state) for state in states]
+        if not jobs:
+            return
+        group = jobs[0].plan.group
+        assert all(job.plan.group == group and not job.done for job in jobs), "one group, none done"
+        images = sum(job.spec.num_images for job in jobs)
+        what = f"{images} image(s) of {jobs[0].spec.width}×{jobs[0].spec.height}"
+        with self._errors(what, jobs[0].fallback if len(jobs) == 1 else None), torch.inference_mode():
+            self._step(jobs)
+
+    def finish(self, state: StepState) -> GenerateResult:
+        job = _own(state)
+        assert job.done, "finish() is for a state whose steps are all taken"
+        job.wait_for_previews()
+        with self._errors(_describe(job.spec), job.fallback), torch.inference_mode():
+            # one tile at a time: the VAE's activations at full size are the job's memory peak
+            images = tuple(self._decode(job.latents[i : i + 1]) for i in range(job.spec.num_images))
+        elapsed = time.perf_counter() - job.started
+        return GenerateResult(images=images, seeds=job.spec.seeds, elapsed_s=elapsed)
+
+    # -- one job from start to end (the equivalence tests, the benchmarks, scripts) ------------------------
 
     def generate(
         self,
@@ -167,15 +252,27 @@ class DiffusionEngine:
         on_preview: PreviewCallback | None = None,
         preview_every: int = 5,
         should_cancel: CancelCheck | None = None,
+        task: Task = "generate",
     ) -> GenerateResult:
-        self._check(spec, preview_every)
-        start = time.perf_counter()
+        """prepare, step alone to the end, finish. Raises GenerationCancelled, OutOfMemory or
+        GenerationFailed."""
+        state: _State | None = None
         try:
-            with self._errors(spec), torch.inference_mode():
-                images = self._generate(spec, on_preview, preview_every, should_cancel)
+            state = _own(self.prepare(spec, task, on_preview=on_preview, preview_every=preview_every))
+            while not state.done:
+                if should_cancel is not None and should_cancel():
+                    done, total = state.steps_done, state.plan.steps
+                    raise GenerationCancelled(f"Cancelled after {done} of {total} steps.")
+                self.step([state])
+            return self.finish(state)
+        except OutOfMemory as e:
+            if e.fallback is None:
+                raise
+            log.warning("%s; giving the fallback instead", e)
+            return e.fallback
         finally:
-            self._previews.drain()
-        return GenerateResult(images=tuple(images), seeds=spec.seeds, elapsed_s=time.perf_counter() - start)
+            if state is not None:
+                state.wait_for_previews()
 
     def vary(
         self,
@@ -186,33 +283,22 @@ class DiffusionEngine:
         preview_every: int = 5,
         should_cancel: CancelCheck | None = None,
     ) -> GenerateResult:
-        # no strength: the engine's choice; Vary (Subtle/Strong) pass their own
-        strength = VARY_STRENGTH if spec.strength is None else spec.strength
-        variation = dataclasses.replace(spec, init_image=image, strength=strength)
+        """Variations of ``image``: img2img at ``spec.strength`` (None: VARY_STRENGTH), a tile per seed."""
         return self.generate(
-            variation, on_preview=on_preview, preview_every=preview_every, should_cancel=should_cancel
+            dataclasses.replace(spec, init_image=image),
+            on_preview=on_preview,
+            preview_every=preview_every,
+            should_cancel=should_cancel,
+            task="vary",
         )
 
     def upscale(
         self, image: Image.Image, spec: GenerateSpec, *, should_cancel: CancelCheck | None = None
     ) -> GenerateResult:
-        start = time.perf_counter()
-        width, height = self.upscaled_size(image.width, image.height)
-        enlarged = image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
-        refine = dataclasses.replace(
-            spec,
-            width=width,
-            height=height,
-            seeds=spec.seeds[:1],
-            init_image=enlarged,
-            strength=UPSCALE_STRENGTH,
+        """``image`` 2x (capped), refined by light img2img; a plain resize when memory is short."""
+        return self.generate(
+            dataclasses.replace(spec, init_image=image), should_cancel=should_cancel, task="upscale"
         )
-        try:
-            return self.generate(refine, should_cancel=should_cancel)
-        except OutOfMemory:
-            log.warning("upscale to %dx%d ran out of memory; returning a plain Lanczos resize", width, height)
-            note = f"Upscaled by a plain resize to {width}×{height}: not enough GPU memory to refine it."
-            return GenerateResult((enlarged,), refine.seeds, time.perf_counter() - start, note=note)
 
     def upscaled_size(self, width: int, height: int) -> tuple[int, int]:
         """2x, the longest side capped at ``upscale_max_side``, rounded down to the size multiple."""
@@ -220,19 +306,23 @@ class DiffusionEngine:
         m = self.size_multiple
         return max(m, int(width * scale) // m * m), max(m, int(height * scale) // m * m)
 
-    # -- the loop ------------------------------------------------------------------------------------------
+    # -- the loop, a step at a time ------------------------------------------------------------------------
 
-    def _generate(
-        self,
-        spec: GenerateSpec,
-        on_preview: PreviewCallback | None,
-        preview_every: int,
-        should_cancel: CancelCheck | None,
-    ) -> list[Image.Image]:
+    def _uses_cfg(self, spec: GenerateSpec) -> bool:
+        return spec.guidance_scale > 1.0 and self.unet.config.time_cond_proj_dim is None
+
+    @staticmethod
+    def _strength(spec: GenerateSpec, task: Task) -> float:
+        if spec.strength is not None:
+            return spec.strength
+        return {"generate": IMG2IMG_STRENGTH, "vary": VARY_STRENGTH, "upscale": UPSCALE_STRENGTH}[task]
+
+    def _prepare(
+        self, spec: GenerateSpec, plan: Plan, on_preview: PreviewCallback | None, preview_every: int
+    ) -> _State:
         batch_size = spec.num_images
         num_inference_steps = spec.num_inference_steps
-        guidance_scale = spec.guidance_scale
-        do_classifier_free_guidance = guidance_scale > 1.0 and self.unet.config.time_cond_proj_dim is None
+        do_classifier_free_guidance = self._uses_cfg(spec)
         # Tile i comes from its own CPU generator: a seed makes the same tile on any device, alone or not.
         generator = [torch.Generator().manual_seed(seed) for seed in spec.seeds]
 
@@ -246,12 +336,11 @@ class DiffusionEngine:
         timesteps, begin_index = scheduler.timesteps, 0
         if spec.init_image is not None:
             # img2img: skip the first (1 - strength) of the schedule; at least one step is always run
-            strength = IMG2IMG_STRENGTH if spec.strength is None else spec.strength
-            init_timestep = max(1, min(int(num_inference_steps * strength), num_inference_steps))
+            assert spec.strength is not None
+            init_timestep = _img2img_steps(num_inference_steps, spec.strength)
             begin_index = (num_inference_steps - init_timestep) * scheduler.order
             timesteps = timesteps[begin_index:]
             scheduler.set_begin_index(begin_index)
-        step_kwargs = _step_kwargs(scheduler, generator)
 
         # 3. prepare latents: pure noise, or the image's latents noised to where the schedule begins
         latent_shape = (
@@ -272,33 +361,58 @@ class DiffusionEngine:
             )
             latents = scheduler.add_noise(init_latents, noise, timesteps[:1].repeat(batch_size))
 
-        # 4. denoising loop
-        alpha_bars = _alpha_bars(scheduler, timesteps, begin_index) if on_preview is not None else []
-        for i, t in enumerate(timesteps):
-            if should_cancel is not None and should_cancel():
-                raise GenerationCancelled(f"Cancelled after {i} of {len(timesteps)} steps.")
-            # both CFG branches in one UNet batch: [negative | prompt]
-            latent_model_input = torch.cat([latents] * 2) if do_classifier_free_guidance else latents
-            latent_model_input = scheduler.scale_model_input(latent_model_input, t)
-            noise_pred = self.unet(
-                latent_model_input,
-                t,
-                encoder_hidden_states=prompt_embeds,
-                added_cond_kwargs=cond.added_cond_kwargs,
-                return_dict=False,
-            )[0]
-            if do_classifier_free_guidance:
-                noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
-                # move away from the negative prompt, toward the prompt, by guidance_scale
-                noise_pred = noise_pred_uncond + guidance_scale * (noise_pred_text - noise_pred_uncond)
-            if on_preview is not None and (i + 1) % preview_every == 0 and i + 1 < len(timesteps):
-                x_t = latent_model_input[:batch_size]
-                self._preview(x_t, noise_pred, alpha_bars[i], spec, (i + 1, len(timesteps)), on_preview)
-            # x_t -> x_t-1
-            latents = scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
+        return _State(
+            plan=dataclasses.replace(plan, steps=len(timesteps)),
+            spec=spec,
+            do_cfg=do_classifier_free_guidance,
+            cond=cond,
+            scheduler=scheduler,
+            timesteps=timesteps,
+            step_kwargs=_step_kwargs(scheduler, generator),
+            latents=latents,
+            alpha_bars=_alpha_bars(scheduler, timesteps, begin_index) if on_preview is not None else [],
+            on_preview=on_preview,
+            preview_every=preview_every,
+        )
 
-        # 5. decode, one tile at a time: the VAE's activations at full size are the job's memory peak
-        return [self._decode(latents[i : i + 1]) for i in range(batch_size)]
+    def _step(self, jobs: list[_State]) -> None:
+        # 4. one denoising step of every job in one UNet call. Each sample carries its own timestep and text
+        # embeddings (and SDXL's added conditioning); each job has its own rows: [negative | prompt] with CFG.
+        rows, timesteps = [], []
+        for job in jobs:
+            t = job.timesteps[job.steps_done]
+            x = job.scheduler.scale_model_input(job.latents, t)
+            rows.append(torch.cat([x] * 2) if job.do_cfg else x)
+            # the UNet turns timesteps into float32 for its embedding, so float32 here changes nothing
+            timesteps.append(t.to(torch.float32).reshape(1).expand(rows[-1].shape[0]))
+        added_cond_kwargs = None
+        if self.is_sdxl:
+            added_cond_kwargs = {
+                key: _cat([job.cond.added_cond_kwargs[key] for job in jobs])  # type: ignore[index]
+                for key in ("text_embeds", "time_ids")
+            }
+        noise_pred = self.unet(
+            _cat(rows),
+            _cat(timesteps),
+            encoder_hidden_states=_cat([job.cond.prompt_embeds for job in jobs]),
+            added_cond_kwargs=added_cond_kwargs,
+            return_dict=False,
+        )[0]
+        # Memory runs out in the UNet call above, before any job's scheduler has moved: a failed step can be
+        # retried with the batch split. Below, each job takes its own rows and its own scheduler step.
+        offset = 0
+        for job, row in zip(jobs, rows, strict=True):
+            pred, offset = noise_pred[offset : offset + len(row)], offset + len(row)
+            if job.do_cfg:
+                noise_pred_uncond, noise_pred_text = pred.chunk(2)
+                # move away from the negative prompt, toward the prompt, by guidance_scale
+                pred = noise_pred_uncond + job.spec.guidance_scale * (noise_pred_text - noise_pred_uncond)
+            i, t = job.steps_done, job.timesteps[job.steps_done]
+            if job.on_preview is not None and (i + 1) % job.preview_every == 0 and i + 1 < job.plan.steps:
+                self._preview(row[: job.spec.num_images], pred, job)
+            # x_t -> x_t-1
+            job.latents = job.scheduler.step(pred, t, job.latents, **job.step_kwargs, return_dict=False)[0]
+            job.steps_done += 1
 
     def _encode_prompt(self, spec: GenerateSpec, batch_size: int, do_cfg: bool) -> _Conditioning:
         if self.text_encoder_2 is None:
@@ -415,25 +529,21 @@ class DiffusionEngine:
         std = torch.tensor(self.vae.config.latents_std).view(1, channels, 1, 1).to(like.device, like.dtype)
         return mean, std
 
-    def _preview(
-        self,
-        latent_model_input: torch.Tensor,
-        noise_pred: torch.Tensor,
-        alpha_bar: float,
-        spec: GenerateSpec,
-        progress: tuple[int, int],
-        on_preview: PreviewCallback,
-    ) -> None:
+    def _preview(self, latent_model_input: torch.Tensor, noise_pred: torch.Tensor, job: _State) -> None:
+        assert job.on_preview is not None
         prediction_type = self.scheduler_config.get("prediction_type", "epsilon")
-        x0 = predict_x0(latent_model_input, noise_pred, alpha_bar, prediction_type)
+        x0 = predict_x0(latent_model_input, noise_pred, job.alpha_bars[job.steps_done], prediction_type)
         pixels = latents_to_pixels(x0, self.latent_rgb)
-        tile_size = preview_tile_size(spec.width, spec.height, pixels.shape[2], pixels.shape[1])
-        step, total = progress
-        self._previews.submit(pixels, step=step, total=total, tile_size=tile_size, callback=on_preview)
+        tile_size = preview_tile_size(job.spec.width, job.spec.height, pixels.shape[2], pixels.shape[1])
+        step, total = job.steps_done + 1, job.plan.steps
+        preview = self._previews.submit(
+            pixels, step=step, total=total, tile_size=tile_size, callback=job.on_preview
+        )
+        job.previews.append(preview)
 
     # -- checks, errors, set-up ----------------------------------------------------------------------------
 
-    def _check(self, spec: GenerateSpec, preview_every: int) -> None:
+    def _check(self, spec: GenerateSpec, task: Task, preview_every: int) -> None:
         m = self.size_multiple
         if spec.width < m or spec.height < m or spec.width % m or spec.height % m:
             raise ParamError(
@@ -446,23 +556,30 @@ class DiffusionEngine:
             raise ParamError("at least one seed (one image) is needed")
         if spec.sampler not in SAMPLERS:
             raise ParamError(f"sampler {spec.sampler!r} is not known; use one of: {', '.join(SAMPLERS)}")
+        if task != "generate" and spec.init_image is None:
+            raise ParamError(f"to {task} needs the source image")
         if spec.init_image is not None and spec.strength is not None and not 0.0 < spec.strength <= 1.0:
             raise ParamError(f"strength must be in (0, 1], got {spec.strength}")
         if preview_every < 1:
             raise ParamError(f"preview_every must be at least 1, got {preview_every}")
 
     @contextlib.contextmanager
-    def _errors(self, spec: GenerateSpec) -> Iterator[None]:
-        """Our errors pass through; CUDA OOM becomes OutOfMemory (after emptying the cache); the rest fail."""
+    def _errors(self, what: str, fallback: GenerateResult | None = None) -> Iterator[None]:
+        """Our errors pass through; running out of memory becomes OutOfMemory (after emptying the cache),
+        carrying ``fallback``; the rest fail."""
         try:
             yield
         except ImagineError:
             raise
-        except torch.cuda.OutOfMemoryError as e:
+        except (torch.cuda.OutOfMemoryError, RuntimeError) as e:
+            if not isinstance(e, torch.cuda.OutOfMemoryError) and not _is_out_of_memory(e):
+                log.exception("generation failed")
+                raise GenerationFailed(f"The images could not be made: {type(e).__name__}: {e}") from e
             free_memory(self.device)
+            device = "GPU" if self.device.type == "cuda" else "machine"
             raise OutOfMemory(
-                f"The GPU ran out of memory making {spec.num_images} image(s) of {spec.width}×{spec.height}; "
-                "try fewer images or a smaller size."
+                f"The {device} ran out of memory making {what}; try fewer images or a smaller size.",
+                fallback=fallback,
             ) from e
         except Exception as e:
             log.exception("generation failed")
@@ -480,6 +597,92 @@ class DiffusionEngine:
         latent_rgb = fit_latent_rgb(encode, self.vae_scale_factor, side)
         log.info("fitted a latent->RGB preview map for a %d-channel VAE", latent_rgb.weight.shape[0])
         return latent_rgb
+
+
+@dataclasses.dataclass(eq=False)
+class _State:
+    """One job between steps: everything of its own, never shared with its neighbours in a batch."""
+
+    plan: Plan
+    spec: GenerateSpec  # as run: an upscale's enlarged size and image, the strength in effect
+    do_cfg: bool
+    cond: _Conditioning
+    scheduler: Scheduler  # holds per-job state (step index, a multistep solver's history)
+    timesteps: torch.Tensor
+    step_kwargs: dict[str, Any]  # eta, and the job's own generators (ancestral samplers draw noise)
+    latents: torch.Tensor
+    alpha_bars: list[float]  # for previews, per step
+    on_preview: PreviewCallback | None
+    preview_every: int
+    steps_done: int = 0
+    started: float = 0.0
+    fallback: GenerateResult | None = None
+    previews: list[Future[None]] = dataclasses.field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return self.steps_done >= self.plan.steps
+
+    def wait_for_previews(self) -> None:
+        """So that no preview arrives after the result (or the error)."""
+        previews, self.previews = self.previews, []
+        for preview in previews:
+            preview.result()
+
+
+def _own(state: StepState) -> _State:
+    assert isinstance(state, _State), "a state from another engine"
+    return state
+
+
+def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+
+
+def _img2img_steps(num_inference_steps: int, strength: float) -> int:
+    """img2img runs the last ``strength`` of the schedule, and always at least one step (as diffusers)."""
+    return max(1, min(int(num_inference_steps * strength), num_inference_steps))
+
+
+def _describe(spec: GenerateSpec) -> str:
+    return f"{spec.num_images} image(s) of {spec.width}×{spec.height}"
+
+
+def _is_out_of_memory(error: RuntimeError) -> bool:
+    """The CPU allocator's (and MPS's) way of running out of memory: a plain RuntimeError."""
+    text = str(error)
+    return "can't allocate memory" in text or "out of memory" in text.lower()
+
+
+def measure_capacity(engine: DiffusionEngine, headroom: float = 0.8) -> float:
+    """CUDA: how many samples of native size one UNet call can take in the memory free now.
+
+    Measures the peak memory of a step at batch 1 and 2 (the difference is one sample's activations) and
+    divides ``headroom`` of the free memory by it. Attention grows faster than the pixel count, so large
+    images may still run out; the batcher then splits the batch and lowers the capacity.
+    """
+    side = engine.native_size
+    probe = GenerateSpec("", width=side, height=side, num_inference_steps=1, guidance_scale=1.0)
+    peaks = []
+    for batch in (1, 2):
+        states = [engine.prepare(probe) for _ in range(batch)]
+        free_memory(engine.device)
+        torch.cuda.reset_peak_memory_stats(engine.device)
+        before = torch.cuda.memory_allocated(engine.device)
+        engine.step(states)
+        peaks.append(torch.cuda.max_memory_allocated(engine.device) - before)
+        del states
+    free_memory(engine.device)
+    free, _ = torch.cuda.mem_get_info(engine.device)
+    capacity = capacity_for(free, peaks[1] - peaks[0], headroom)
+    mib = (peaks[1] - peaks[0]) / 2**20
+    log.info("batch capacity: %.0f samples of %dx%d (%.0f MiB each)", capacity, side, side, mib)
+    return capacity
+
+
+def capacity_for(free_bytes: int, bytes_per_sample: int, headroom: float = 0.8) -> float:
+    """``headroom`` of the free memory in samples, at least one (a job always runs, alone if need be)."""
+    return max(1.0, headroom * free_bytes / max(bytes_per_sample, 1))
 
 
 def _step_kwargs(scheduler: Scheduler, generator: list[torch.Generator]) -> dict[str, Any]:

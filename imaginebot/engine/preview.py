@@ -127,7 +127,6 @@ class PreviewWorker:
 
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imaginebot-preview")
-        self._pending: list[Future[None]] = []
 
     def submit(
         self,
@@ -137,7 +136,8 @@ class PreviewWorker:
         total: int,
         tile_size: tuple[int, int],
         callback: PreviewCallback,
-    ) -> None:
+    ) -> Future[None]:
+        """The future is done once ``callback`` has had the preview."""
         event: torch.cuda.Event | None = None
         if pixels.device.type == "cuda":
             host = torch.empty(pixels.shape, dtype=pixels.dtype, pin_memory=True)
@@ -146,7 +146,7 @@ class PreviewWorker:
             event.record()
         else:
             host = pixels.to("cpu")
-        self._pending.append(self._pool.submit(self._deliver, host, event, step, total, tile_size, callback))
+        return self._pool.submit(self._deliver, host, event, step, total, tile_size, callback)
 
     @staticmethod
     def _deliver(
@@ -165,12 +165,5 @@ class PreviewWorker:
         except Exception:
             log.exception("the preview callback failed at step %d of %d", step, total)
 
-    def drain(self) -> None:
-        """Wait until every submitted preview has been delivered (so none arrives after the result)."""
-        pending, self._pending = self._pending, []
-        for future in pending:
-            future.result()
-
     def close(self) -> None:
-        self.drain()
         self._pool.shutdown(wait=True)

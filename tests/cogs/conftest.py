@@ -70,7 +70,10 @@ async def bot_factory(
         engine = engine or tiny_engine
         store = await Store.open(settings.data_dir, default_daily_images=settings.quota_per_day)
         executor = Executor(
-            engine, max_queued_per_user=settings.max_queued_per_user, preview_every=settings.preview_every
+            engine,
+            max_queued_per_user=settings.max_queued_per_user,
+            preview_every=settings.preview_every,
+            capacity=settings.batch_capacity,
         )
         await executor.start()
         jobs = job_service(settings, store, executor, engine.native_size)

@@ -275,7 +275,7 @@ async def test_job_running_at_a_stop_resumes_after_restart(
 
 
 class FailsOnce:
-    """The tiny engine, but its first generate() runs out of GPU memory (as on a busy card)."""
+    """The tiny engine, but its first step runs out of GPU memory (as on a busy card)."""
 
     def __init__(self, engine: Any) -> None:
         self._engine, self.failed = engine, False
@@ -283,11 +283,11 @@ class FailsOnce:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._engine, name)
 
-    def generate(self, spec: Any, **kwargs: Any) -> Any:
+    def step(self, states: Any) -> None:
         if not self.failed:
             self.failed = True
             raise OutOfMemory("The GPU ran out of memory for this job; try fewer images or a smaller --ar.")
-        return self._engine.generate(spec, **kwargs)
+        self._engine.step(states)
 
 
 async def test_failed_job_is_refunded_and_retried_by_its_retry_button(

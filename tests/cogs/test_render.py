@@ -111,6 +111,21 @@ def test_lineage_links_back_to_the_parent() -> None:
     assert "Re-roll of https://discord.com/channels/100/200/300" in render.final(JobView(reroll, parent))
 
 
+@pytest.mark.parametrize(
+    ("eta", "said"),
+    [
+        (None, "Waiting — position 3 in the queue."),
+        (0.4, "position 3 in the queue · starts any moment now."),
+        (7.2, "starts in about 7 s."),
+        (23.0, "starts in about 25 s."),
+        (170.0, "starts in about 3 min."),
+        (9000.0, "starts in about 2.5 h."),
+    ],
+)
+def test_a_waiting_job_says_roughly_when_it_starts(eta: float | None, said: str) -> None:
+    assert said in render.progress(JobView(make_job()), Waiting(3, eta))
+
+
 def test_done_text_carries_the_canonical_prompt_seed_and_time() -> None:
     job = make_job(elapsed_s=3.25, note="upscaled by a plain resize")
     text = render.final(JobView(job))

@@ -3,10 +3,16 @@
     python bench/engine.py                  # a small random-weight SD 1.x-shaped model on the CPU
     python bench/engine.py --sd15-random    # SD 1.5's full architecture, random weights, on the GPU
     python bench/engine.py --model imaginebot/models/<folder>   # any diffusers folder
+    python bench/engine.py --throughput 16  # 16 one-image jobs at once, in images/s
 
 A job is 4 images x 30 steps with classifier-free guidance. Ours makes its cheap previews every five steps
 (latent->RGB of the predicted x0, off the loop's thread); stock makes the classic tutorial's preview, a full
 VAE decode to PIL every five steps through ``callback_on_step_end``. Speed does not depend on the weights.
+
+``--throughput N``: N simultaneous one-image jobs (each its own prompt and seed, native size, CFG on, no
+previews), in images/s: ours batched through the step-level API (prepare / step / finish, as many jobs per
+UNet call as ``--capacity`` holds, by default the engine's), ours one job at a time, and stock at batch 4.
+
 Peak memory: the process's RSS above its level before the job on the CPU (sampled every 2 ms, after giving
 freed heap back to the OS), ``torch.cuda.max_memory_allocated`` above the level before the job on a GPU.
 """
@@ -38,6 +44,7 @@ from imaginebot.engine.tiny import TinyComponents, tiny_sd, tiny_tokenizer, tiny
 
 PROMPT = "a watercolor otter floating on a river at sunset"
 SEEDS = (1, 2, 3, 4)
+STOCK_BATCH = 4
 
 
 def sd15_random() -> TinyComponents:
@@ -146,46 +153,28 @@ def timed(run: Callable[[], Any], device: torch.device) -> tuple[float, int]:
     return elapsed, memory.peak
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--sd15-random", action="store_true", help="SD 1.5's architecture, random weights")
-    parser.add_argument("--model", help="a diffusers folder or cached hub id instead of a built model")
-    parser.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N, mps")
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--runs", type=int, default=3, help="timed runs per side (the median is printed)")
-    parser.add_argument("--sampler", default="euler_a")
-    args = parser.parse_args()
+def compare(
+    sides: dict[str, Callable[[], Any]], device: torch.device, runs: int
+) -> dict[str, tuple[float, int]]:
+    """Median seconds and peak memory of each side over ``runs``, after one warm-up run each."""
+    for run in sides.values():  # warm-up (kernel selection, allocator pools)
+        run()
+    results: dict[str, list[tuple[float, int]]] = {name: [] for name in sides}
+    for _ in range(runs):  # alternate, so that background load hits every side alike
+        for name, run in sides.items():
+            results[name].append(timed(run, device))
+    return {
+        name: (statistics.median(t for t, _ in timings), statistics.median(m for _, m in timings))
+        for name, timings in results.items()
+    }
 
-    if args.model:
-        engine, c = from_folder(args.model, args.device or "auto")
-    else:
-        c = sd15_random() if args.sd15_random else small_cpu_model()
-        engine = DiffusionEngine.from_components(
-            tokenizer=c.tokenizer,
-            text_encoder=c.text_encoder,
-            unet=c.unet,
-            vae=c.vae,
-            scheduler=c.scheduler,
-            device=args.device,
-        )
-    device = engine.device
-    side = engine.native_size
+
+def per_job(engine: DiffusionEngine, pipe: StableDiffusionPipeline, args: argparse.Namespace) -> None:
+    """One job of 4 images: ours with cheap previews against stock with VAE-decode previews."""
+    device, side = engine.device, engine.native_size
     spec = GenerateSpec(
         PROMPT, width=side, height=side, num_inference_steps=args.steps, sampler=args.sampler, seeds=SEEDS
     )
-    pipe = StableDiffusionPipeline(
-        vae=engine.vae,
-        text_encoder=engine.text_encoder,
-        tokenizer=engine.tokenizer,
-        unet=engine.unet,
-        scheduler=make_scheduler(args.sampler, engine.scheduler_config),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
     previews: list[object] = []
 
     def ours() -> None:
@@ -217,16 +206,7 @@ def main() -> None:
         f"device: {device} ({engine.dtype}), {side}x{side}, {len(SEEDS)} images x {args.steps} steps, "
         f"sampler {args.sampler}, torch threads {torch.get_num_threads()}"
     )
-    ours()  # warm-up (kernel selection, allocator pools) for both sides
-    stock()
-    results: dict[str, list[tuple[float, int]]] = {"ours": [], "stock": []}
-    for _ in range(args.runs):  # alternate, so that background load hits both sides alike
-        results["ours"].append(timed(ours, device))
-        results["stock"].append(timed(stock, device))
-    summary = {
-        name: (statistics.median(t for t, _ in runs), statistics.median(m for _, m in runs))
-        for name, runs in results.items()
-    }
+    summary = compare({"ours": ours, "stock": stock}, device, args.runs)
     unit = "allocated" if device.type == "cuda" else "RSS delta"
     for name, (seconds, memory) in summary.items():
         label = "ours (linear x0 previews)" if name == "ours" else "stock (VAE-decode previews)"
@@ -234,6 +214,122 @@ def main() -> None:
     ratio = summary["ours"][0] / summary["stock"][0]
     print(f"ratio ours/stock: {ratio:.3f}  ({'faster' if ratio < 1 else 'NOT faster'})")
     print(f"memory ours/stock: {summary['ours'][1] / max(summary['stock'][1], 1):.3f}")
+
+
+def throughput(engine: DiffusionEngine, pipe: StableDiffusionPipeline, args: argparse.Namespace) -> None:
+    """N one-tile jobs at once: ours batched through the step-level API, ours one at a time, stock at
+    batch 4. No previews on any side: this is images per second."""
+    device, side, n = engine.device, engine.native_size, args.throughput
+    prompts = [f"a red circle on a blue background, number {i}" for i in range(n)]  # fits 32 tokens
+    specs = [
+        GenerateSpec(
+            prompt,
+            width=side,
+            height=side,
+            num_inference_steps=args.steps,
+            sampler=args.sampler,
+            seeds=(seed,),
+        )
+        for seed, prompt in enumerate(prompts, start=1)
+    ]
+    capacity = args.capacity or engine.default_capacity()
+    # the bot's rule: jobs share a UNet call while their cost (samples at native size) fits the capacity
+    jobs_per_call = max(1, int(capacity // engine.plan(specs[0]).cost))
+
+    def ours_batched() -> None:
+        states = [engine.prepare(spec) for spec in specs]
+        while not all(s.done for s in states):
+            engine.step([s for s in states if not s.done][:jobs_per_call])
+        for state in states:
+            engine.finish(state)
+
+    def ours_alone() -> None:
+        for spec in specs:
+            state = engine.prepare(spec)
+            while not state.done:
+                engine.step([state])
+            engine.finish(state)
+
+    def stock() -> None:
+        for i in range(0, n, STOCK_BATCH):
+            pipe.scheduler = make_scheduler(args.sampler, engine.scheduler_config)  # fresh per call
+            pipe(
+                prompts[i : i + STOCK_BATCH],
+                height=side,
+                width=side,
+                num_inference_steps=args.steps,
+                guidance_scale=specs[0].guidance_scale,
+                generator=[torch.Generator().manual_seed(s.seeds[0]) for s in specs[i : i + STOCK_BATCH]],
+            )
+
+    print(
+        f"device: {device} ({engine.dtype}), {side}x{side}, {n} one-image jobs x {args.steps} steps, "
+        f"sampler {args.sampler}, capacity {capacity:g} samples ({jobs_per_call} jobs per UNet call), "
+        f"torch threads {torch.get_num_threads()}"
+    )
+    sides = {
+        "ours batched": ours_batched,
+        "ours one at a time": ours_alone,
+        f"stock at batch {STOCK_BATCH}": stock,
+    }
+    summary = compare(sides, device, args.runs)
+    unit = "allocated" if device.type == "cuda" else "RSS delta"
+    rate = {name: n / seconds for name, (seconds, _) in summary.items()}
+    for name, (_, memory) in summary.items():
+        print(f"{name:<22} {rate[name]:8.2f} images/s   peak memory {memory / 2**20:9.1f} MiB ({unit})")
+    batched, alone, stock_rate = rate.values()
+    print(f"ratio ours batched / stock at batch {STOCK_BATCH}: {batched / stock_rate:.2f}")
+    print(f"ratio ours batched / ours one at a time: {batched / alone:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sd15-random", action="store_true", help="SD 1.5's architecture, random weights")
+    parser.add_argument("--model", help="a diffusers folder or cached hub id instead of a built model")
+    parser.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N, mps")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--runs", type=int, default=3, help="timed runs per side (the median is printed)")
+    parser.add_argument("--sampler", default="euler_a")
+    parser.add_argument(
+        "--throughput",
+        type=int,
+        metavar="N",
+        help="N one-image jobs at once, in images/s, instead of one job",
+    )
+    parser.add_argument(
+        "--capacity", type=float, help="with --throughput: samples per UNet call (default: the engine's)"
+    )
+    args = parser.parse_args()
+
+    if args.model:
+        engine, c = from_folder(args.model, args.device or "auto")
+    else:
+        c = sd15_random() if args.sd15_random else small_cpu_model()
+        engine = DiffusionEngine.from_components(
+            tokenizer=c.tokenizer,
+            text_encoder=c.text_encoder,
+            unet=c.unet,
+            vae=c.vae,
+            scheduler=c.scheduler,
+            device=args.device,
+        )
+    pipe = StableDiffusionPipeline(
+        vae=engine.vae,
+        text_encoder=engine.text_encoder,
+        tokenizer=engine.tokenizer,
+        unet=engine.unet,
+        scheduler=make_scheduler(args.sampler, engine.scheduler_config),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    if args.throughput:
+        throughput(engine, pipe, args)
+    else:
+        per_job(engine, pipe, args)
     engine.close()
 
 

@@ -1,13 +1,21 @@
-"""Load benchmark: N simulated students send /imagine at once through the local Discord.
+"""Load benchmark: N simulated students send /imagine at once through the local Discord, twice.
 
     .venv/bin/python bench/load.py                      # 50 users, the embedded model
     .venv/bin/python bench/load.py --users 20 --tiny-random --steps 6
+    .venv/bin/python bench/load.py --only batched       # one run, no comparison
 
-The bot runs as its own process (``bot.py --discord-url``), exactly as an operator runs it, so its memory
-is its own. The local Discord runs here, with Discord's rate limits on, and times every interaction from
-the moment the user sends it: the acknowledgement (Discord's limit: 3 s), the first preview, the grid.
-Prints p50/p99 of each, jobs completed against submitted, and the bot process's peak memory (RSS). Exits
-non-zero if a job was lost or an acknowledgement took 3 s or more.
+The same crowd runs twice, each time against a fresh local Discord, a fresh bot and a fresh data dir: once
+one job at a time (``IMAGINEBOT_BATCH_CAPACITY=1``), once batched (the bot's default capacity, or
+``--capacity``). The bot runs as its own process (``bot.py --discord-url``), exactly as an operator runs
+it, so its memory is its own. The local Discord runs here, with Discord's rate limits on, and times every
+interaction from the moment the user sends it: the acknowledgement (Discord's limit: 3 s), the first
+preview (or the grid, for a job that ended before a preview was shown), the grid. Each run prints p50/p99
+of each, jobs completed against submitted, throughput (grids per second from the first command sent to
+the last grid) and the bot process's peak memory (RSS). The last line compares the two runs:
+
+    batched vs one at a time: grid p99 ratio R1, first preview p99 ratio R2, throughput ratio R3
+
+Exits non-zero if, in either run, a job was lost or an acknowledgement took 3 s or more.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from imaginebot.mockdiscord import run_mock_discord  # noqa: E402
 from imaginebot.mockdiscord.state import StateEvent  # noqa: E402
 
 DISCORD_ACK_LIMIT = 3.0
+CAPACITY_ENV = "IMAGINEBOT_BATCH_CAPACITY"
 
 
 @dataclass
@@ -41,7 +50,20 @@ class Timing:
     grid: float | None = None
 
 
+@dataclass(frozen=True)
+class RunResult:
+    """One crowd's figures."""
+
+    grid_p99: float
+    first_preview_p99: float
+    throughput: float  # grids per second, from the first command sent to the last grid
+    peak_memory: int  # bytes of RSS, the bot and its children
+    ok: bool  # every job completed and every acknowledgement came in under 3 s
+
+
 def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
@@ -68,13 +90,9 @@ async def watch_memory(pid: int, peak: list[int], stop: asyncio.Event) -> None:
         await asyncio.sleep(0.1)
 
 
-async def main(args: argparse.Namespace) -> int:
-    workdir = Path(tempfile.mkdtemp(prefix="imaginebot-load-"))
-    model = args.model
-    if args.tiny_random:
-        from imaginebot.engine.tiny import save_sd, tiny_sd
-
-        model = str(save_sd(tiny_sd(seed=0), workdir / "model"))
+async def run_crowd(args: argparse.Namespace, label: str, capacity: int | None, model: str) -> RunResult:
+    """Send the crowd to a fresh bot with ``capacity`` samples per UNet call (None: the bot's default)."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"imaginebot-load-{label.replace(' ', '-')}-"))
     async with run_mock_discord(rate_limits=True) as server:
         users = [server.add_user(f"student{i:03d}") for i in range(args.users)]
         env = {
@@ -85,6 +103,9 @@ async def main(args: argparse.Namespace) -> int:
             "IMAGINEBOT_QUOTA_PER_DAY": "unlimited",
             "IMAGINEBOT_LOG_LEVEL": "WARNING",
         }
+        env.pop(CAPACITY_ENV, None)
+        if capacity is not None:
+            env[CAPACITY_ENV] = str(capacity)
         if model:
             env["IMAGINEBOT_MODEL"] = model
         bot = await asyncio.create_subprocess_exec(
@@ -92,9 +113,9 @@ async def main(args: argparse.Namespace) -> int:
         )
         peak, stop = [0], asyncio.Event()
         memory = asyncio.create_task(watch_memory(bot.pid, peak, stop))
+        timings: dict[int, Timing] = {}
         try:
             await server.wait_for_commands(timeout=args.startup_timeout)
-            timings: dict[int, Timing] = {}
 
             def on_event(event: StateEvent) -> None:
                 interaction = event.interaction or (event.message.interaction if event.message else None)
@@ -129,7 +150,7 @@ async def main(args: argparse.Namespace) -> int:
             deadline = started + args.timeout
             while time.monotonic() < deadline and not all(t.grid is not None for t in timings.values()):
                 if bot.returncode is not None:
-                    print(f"the bot exited with {bot.returncode}", file=sys.stderr)
+                    print(f"{label}: the bot exited with {bot.returncode}", file=sys.stderr)
                     break
                 await asyncio.sleep(0.2)
             wall = time.monotonic() - started
@@ -142,19 +163,68 @@ async def main(args: argparse.Namespace) -> int:
 
     done = [t for t in timings.values() if t.grid is not None]
     acks = [t.ack for t in timings.values() if t.ack is not None]
-    print(f"users {args.users}, steps {args.steps}, model {model or 'embedded'}, wall {wall:.1f} s")
-    print(summary("ack latency", acks))
-    print(summary("time to first preview", [t.first_preview for t in timings.values() if t.first_preview]))
-    print(summary("time to grid", [t.grid for t in done if t.grid is not None]))
-    print(f"{'jobs completed':<22} {len(done)} of {len(timings)} submitted")
-    print(f"{'bot peak memory':<22} {peak[0] / 2**20:.0f} MiB RSS")
+    grids = [t.grid for t in done if t.grid is not None]
+    # the first picture: a job that ended before any preview was shown counts its grid
+    previews = [p for t in timings.values() if (p := t.first_preview or t.grid) is not None]
+    span = max((t.sent + t.grid for t in done if t.grid is not None), default=0.0) - min(
+        (t.sent for t in timings.values()), default=0.0
+    )
+    throughput = len(done) / span if done else 0.0
+    shown = "the bot's default" if capacity is None else str(capacity)
+    print(
+        f"[{label}] users {args.users}, steps {args.steps}, model {model or 'embedded'}, "
+        f"capacity {shown}, wall {wall:.1f} s"
+    )
+    print(f"[{label}] " + summary("ack latency", acks))
+    print(f"[{label}] " + summary("time to first preview", previews))
+    print(f"[{label}] " + summary("time to grid", grids))
+    print(f"[{label}] {'jobs completed':<22} {len(done)} of {len(timings)} submitted")
+    print(f"[{label}] {'throughput':<22} {throughput:.3f} grids/s")
+    print(f"[{label}] {'bot peak memory':<22} {peak[0] / 2**20:.0f} MiB RSS")
     late = [a for a in acks if a >= DISCORD_ACK_LIMIT]
     missing_acks = len(timings) - len(acks)
     if late or missing_acks:
-        print(f"FAIL: {len(late)} acknowledgements at or over 3 s, {missing_acks} never acknowledged")
+        print(
+            f"[{label}] FAIL: {len(late)} acknowledgements at or over 3 s, {missing_acks} never acknowledged"
+        )
     if len(done) != len(timings) or len(timings) != args.users:
-        print("FAIL: not every job completed")
-    return 0 if not late and not missing_acks and len(done) == args.users else 1
+        print(f"[{label}] FAIL: not every job completed")
+    return RunResult(
+        grid_p99=percentile(grids, 0.99),
+        first_preview_p99=percentile(previews, 0.99),
+        throughput=throughput,
+        peak_memory=peak[0],
+        ok=not late and not missing_acks and len(done) == args.users,
+    )
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+async def main(args: argparse.Namespace) -> int:
+    model = args.model
+    if args.tiny_random:
+        from imaginebot.engine.tiny import save_sd, tiny_sd
+
+        workdir = Path(tempfile.mkdtemp(prefix="imaginebot-load-model-"))
+        model = str(save_sd(tiny_sd(seed=0), workdir / "model"))
+    runs = {"single": ("one at a time", 1), "batched": ("batched", args.capacity)}
+    if args.only:
+        runs = {args.only: runs[args.only]}
+    results = {key: await run_crowd(args, label, capacity, model) for key, (label, capacity) in runs.items()}
+    if len(results) == 2:
+        single, batched = results["single"], results["batched"]
+        print(
+            f"peak memory: one at a time {single.peak_memory / 2**20:.0f} MiB RSS, "
+            f"batched {batched.peak_memory / 2**20:.0f} MiB RSS"
+        )
+        print(
+            f"batched vs one at a time: grid p99 ratio {ratio(batched.grid_p99, single.grid_p99):.2f}, "
+            f"first preview p99 ratio {ratio(batched.first_preview_p99, single.first_preview_p99):.2f}, "
+            f"throughput ratio {ratio(batched.throughput, single.throughput):.2f}"
+        )
+    return 0 if all(r.ok for r in results.values()) else 1
 
 
 if __name__ == "__main__":
@@ -165,6 +235,12 @@ if __name__ == "__main__":
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--model", default="", help="default: the bot's default (the embedded model)")
     parser.add_argument("--tiny-random", action="store_true", help="a tiny random-weight model instead")
+    parser.add_argument(
+        "--capacity", type=int, default=None, help="samples per UNet call when batched (default: the bot's)"
+    )
+    parser.add_argument(
+        "--only", choices=("single", "batched"), help="run one side only (no comparison line)"
+    )
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for every grid")
     parser.add_argument("--startup-timeout", type=float, default=300)
     sys.exit(asyncio.run(main(parser.parse_args())))

@@ -214,7 +214,8 @@ class _Entry:
 
     @property
     def steps_left(self) -> int:
-        return self.plan.steps - (self.state.steps_done if self.state is not None else 0)
+        state = self.state  # read once: the worker thread may drop it meanwhile
+        return self.plan.steps - (state.steps_done if state is not None else 0)
 
 
 class Executor:
@@ -569,8 +570,8 @@ class Executor:
         self._end(entry, Done(entry.job_id, result))
 
     def _end(self, entry: _Entry, outcome: FinalEvent) -> None:
-        entry.ended, entry.state = True, None
         with self._cond:
+            entry.ended, entry.state = True, None
             del self._running[entry.job_id], self._entries[entry.job_id]
             if isinstance(outcome, Interrupted):
                 self._interrupted.append(entry.request)

@@ -8,13 +8,10 @@ Fairness: the next job is the oldest queued job of the user who was served least
 served first, in the order they arrived). With A's ten jobs queued, B's two run 2nd and 4th. Positions
 are computed by simulating that same rule, so "position 2" is the job that will start second.
 
-Continuous batching: a worker runs every job it has admitted together, one denoising step at a time, and
-all jobs of one latent shape (a group) share one UNet call per step (``Engine.step``). Between two steps
-it admits queued jobs, in the fair order, while the head of the queue fits its group's capacity (samples
-of native size per UNet call), drops cancelled jobs and finishes done ones; nothing waits for a batch to
-fill. Groups take turns. When a step runs out of memory, the batch is split in two and the capacity
-lowered; only a job that runs out of memory alone fails. Queue positions carry an estimated start
-(``eta``), played forward from measured step times.
+Workers: one per engine, each a thread running a ``Batcher`` (continuous batching, see ``batcher``). At
+each of its step boundaries a worker takes queued jobs, in the fair order, while the head of the queue
+fits its group's capacity (samples of native size per UNet call); the head never gets skipped. Queue
+positions carry an estimated start (``eta``), played forward from measured step times.
 """
 
 from __future__ import annotations
@@ -23,91 +20,50 @@ import asyncio
 import heapq
 import logging
 import threading
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
-from imaginebot.engine.api import Engine, GenerateResult, GenerateSpec, Plan, Preview, StepState, Task
-from imaginebot.errors import ImagineError, OutOfMemory, QueueFull
+from imaginebot.batcher import Batcher, BatchJob
+from imaginebot.engine.api import Engine
+from imaginebot.errors import QueueFull
 from imaginebot.eta import StepTimes, Work, estimate_starts, fits
 from imaginebot.store_models import JobKind
+from imaginebot.work import (
+    UNEXPECTED_ERROR,
+    Cancelled,
+    Done,
+    Event,
+    Failed,
+    FinalEvent,
+    Interrupted,
+    JobRequest,
+    Progress,
+    Queued,
+    Started,
+)
+
+__all__ = [  # the events are defined in ``work`` and used by the job service from here
+    "UNEXPECTED_ERROR",
+    "Cancelled",
+    "Done",
+    "Event",
+    "EventCallback",
+    "Executor",
+    "Failed",
+    "FinalEvent",
+    "Interrupted",
+    "JobHandle",
+    "JobRequest",
+    "Progress",
+    "QueueEntry",
+    "QueueSnapshot",
+    "Queued",
+    "Started",
+]
 
 log = logging.getLogger(__name__)
 
-UNEXPECTED_ERROR = "Something went wrong while making the images; the error is in the bot's log."
-
-
-@dataclass(frozen=True)
-class JobRequest:
-    """What the executor runs. Variations and upscales start from ``spec.init_image``."""
-
-    job_id: int
-    user_id: int
-    kind: JobKind
-    spec: GenerateSpec
-
-    @property
-    def task(self) -> Task:
-        if self.kind is JobKind.VARIATION:
-            return "vary"
-        return "upscale" if self.kind is JobKind.UPSCALE else "generate"
-
-
-# -- events, in the order a job can produce them -------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Queued:
-    """Waiting; ``position`` 1 means next to start, in about ``eta_s`` seconds (None: not known yet, no
-    step has been timed). Sent again whenever the position or the estimate changes much."""
-
-    job_id: int
-    position: int
-    eta_s: float | None = None
-
-
-@dataclass(frozen=True)
-class Started:
-    job_id: int
-
-
-@dataclass(frozen=True)
-class Progress:
-    """A preview; a slow consumer only gets the latest one."""
-
-    job_id: int
-    preview: Preview
-
-
-@dataclass(frozen=True)
-class Done:
-    job_id: int
-    result: GenerateResult
-
-
-@dataclass(frozen=True)
-class Failed:
-    job_id: int
-    message: str  # for the user
-    out_of_memory: bool = False
-
-
-@dataclass(frozen=True)
-class Cancelled:
-    job_id: int
-
-
-@dataclass(frozen=True)
-class Interrupted:
-    """The executor stopped first; the job is in the list ``Executor.stop`` returned."""
-
-    job_id: int
-
-
-Event = Queued | Started | Progress | Done | Failed | Cancelled | Interrupted
-FinalEvent = Done | Failed | Cancelled | Interrupted
 EventCallback = Callable[[Event], None]
 
 
@@ -188,34 +144,18 @@ class JobHandle:
                 log.exception("job %s: event callback failed on %s", self.job_id, type(event).__name__)
 
 
-@dataclass(eq=False)
-class _Entry:
-    """Executor-side state of a live job; shared with the worker threads under the executor's lock."""
+@dataclass(eq=False, kw_only=True)
+class _Entry(BatchJob):
+    """A live job as the executor sees it; shared with the worker threads under the executor's lock."""
 
-    request: JobRequest
     handle: JobHandle
-    plan: Plan
-    cancel: threading.Event = field(default_factory=threading.Event)
-    cancel_reason: Literal["user", "stop"] = "user"
     sent_position: int | None = None
     sent_eta: float | None = None
     worker: int | None = None  # running on this worker
-    state: StepState | None = None  # prepared; only its worker's thread touches it
-    ended: bool = False  # its final event is sent (worker thread only)
-    overhead_s: float = 0.0  # preparing and finishing, for the estimates
     # Thread-side preview coalescing: at most one preview hand-over is ever pending on the loop.
     preview_lock: threading.Lock = field(default_factory=threading.Lock)
-    latest_preview: Preview | None = None
+    latest_preview: Progress | None = None
     preview_pending: bool = False
-
-    @property
-    def job_id(self) -> int:
-        return self.request.job_id
-
-    @property
-    def steps_left(self) -> int:
-        state = self.state  # read once: the worker thread may drop it meanwhile
-        return self.plan.steps - (state.steps_done if state is not None else 0)
 
 
 class Executor:
@@ -239,12 +179,15 @@ class Executor:
         self.max_queued_per_user = max_queued_per_user
         self.preview_every = preview_every
         self.step_times = StepTimes()
+        self._batchers = [
+            Batcher(e, capacity=capacity, preview_every=preview_every, step_times=self.step_times)
+            for e in self._engines
+        ]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._workers: list[asyncio.Future[None]] = []
         self._stopping = False
         # Everything below is shared with the worker threads and guarded by _cond.
         self._cond = threading.Condition()
-        self._capacities: list[float | None] = [capacity] * len(self._engines)  # lowered on OOM
         self._queues: dict[int, deque[_Entry]] = {}  # user id -> their queued jobs, oldest first
         self._arrival: dict[int, int] = {}  # user id -> when their queue last became non-empty
         self._last_served: dict[int, int] = {}  # user id -> dispatch number of their latest started job
@@ -265,10 +208,10 @@ class Executor:
         if self._loop is not None:
             raise RuntimeError("the executor was already started")
         self._loop = loop = asyncio.get_running_loop()
-        for i, engine in enumerate(self._engines):
+        for i in range(len(self._batchers)):
             finished: asyncio.Future[None] = loop.create_future()
             name = f"imaginebot-worker-{i}"
-            threading.Thread(target=self._work, args=(i, engine, finished), name=name, daemon=True).start()
+            threading.Thread(target=self._work, args=(i, finished), name=name, daemon=True).start()
             self._workers.append(finished)
 
     async def stop(self, *, cancel_running: bool = True) -> list[JobRequest]:
@@ -296,7 +239,7 @@ class Executor:
     def capacities(self) -> list[float | None]:
         """Each worker's capacity now (None: not measured yet)."""
         with self._cond:
-            return list(self._capacities)
+            return [batcher.capacity for batcher in self._batchers]
 
     # -- the loop's side -------------------------------------------------------------------------------
 
@@ -325,7 +268,7 @@ class Executor:
                 queue = self._queues[request.user_id] = deque()
                 self._arrivals += 1
                 self._arrival[request.user_id] = self._arrivals
-            entry = _Entry(request, handle, plan)
+            entry = _Entry(request, plan, handle=handle)
             queue.append(entry)
             self._entries[request.job_id] = entry
             self._publish_positions()
@@ -408,16 +351,17 @@ class Executor:
 
     def _etas(self, order: list[_Entry]) -> list[float | None]:
         line = self.step_times.line()
-        if line is None or not order or None in self._capacities:
+        capacities = [batcher.capacity for batcher in self._batchers]
+        if line is None or not order or None in capacities:
             return [None] * len(order)
         running: list[list[Work]] = [[] for _ in self._engines]
         for entry in self._running.values():
             assert entry.worker is not None
             running[entry.worker].append(Work(entry.plan.group, entry.plan.cost, entry.steps_left))
         queued = [Work(e.plan.group, e.plan.cost, e.plan.steps) for e in order]
-        capacities = [c for c in self._capacities if c is not None]
+        known = [c for c in capacities if c is not None]
         overhead = self.step_times.job_overhead
-        return list(estimate_starts(running, queued, capacities, line, overhead))
+        return list(estimate_starts(running, queued, known, line, overhead))
 
     def _publish_positions(self) -> None:
         order = self._order()
@@ -436,52 +380,28 @@ class Executor:
 
     # -- the worker threads ----------------------------------------------------------------------------
 
-    def _work(self, worker: int, engine: Engine, finished: asyncio.Future[None]) -> None:
+    def _work(self, worker: int, finished: asyncio.Future[None]) -> None:
         assert self._loop is not None
         try:
-            if self._capacities[worker] is None:
-                capacity = engine.default_capacity()
-                with self._cond:
-                    self._capacities[worker] = capacity
-                log.info("worker %d: up to %.0f samples per UNet call", worker, capacity)
-            running: list[_Entry] = []  # admitted, in the order they joined
-            turn = 0
-            while (admitted := self._admit(worker, running)) is not None:
-                for entry in admitted:
-                    self._prepare(engine, entry)
-                running += admitted
-                for entry in running:
-                    if entry.cancel.is_set():
-                        self._leave(entry)
-                running = [entry for entry in running if not entry.ended]
-                if not running:
-                    continue
-                groups = list(dict.fromkeys(entry.plan.group for entry in running))  # in joining order
-                group, turn = groups[turn % len(groups)], turn + 1
-                batch = [entry for entry in running if entry.plan.group == group]
-                self._step(worker, engine, batch)
-                for entry in batch:
-                    if not entry.ended and entry.state is not None and entry.state.done:
-                        self._finish(engine, entry)
-                running = [entry for entry in running if not entry.ended]
+            self._batchers[worker].run(lambda running: self._admit(worker, running), self._report)
         finally:
             self._loop.call_soon_threadsafe(finished.set_result, None)
 
-    def _admit(self, worker: int, running: list[_Entry]) -> list[_Entry] | None:
-        """At a step boundary: wait while there is nothing to do, then take the queued jobs that fit, in the
-        fair order. None: stopping, and nothing of this worker's is left to run."""
+    def _admit(self, worker: int, running: Sequence[BatchJob]) -> list[BatchJob] | None:
+        """At a worker's step boundary: wait while there is nothing to do, then take the queued jobs that
+        fit, in the fair order. None: stopping, and nothing of this worker's is left to run."""
         with self._cond:
             while not running and not self._queues and not self._stopping:
                 self._cond.wait()
             if self._stopping:
                 return [] if running else None
-            capacity = self._capacities[worker]
+            capacity = self._batchers[worker].capacity
             assert capacity is not None
-            admitted: list[_Entry] = []
+            admitted: list[BatchJob] = []
             while self._queues:
                 head = self._head()
                 group = head.plan.group
-                load = sum(e.plan.cost for e in (*running, *admitted) if e.plan.group == group)
+                load = sum(j.plan.cost for j in (*running, *admitted) if j.plan.group == group)
                 if not fits(load, head.plan.cost, capacity):
                     break  # the head waits for room; nobody behind it jumps the queue
                 entry = self._pop()
@@ -493,89 +413,23 @@ class Executor:
                 self._publish_positions()
             return admitted
 
-    def _prepare(self, engine: Engine, entry: _Entry) -> None:
-        job = entry.request
-        log.info("job %s: joins the batch on %s", job.job_id, threading.current_thread().name)
-        t0 = time.perf_counter()
-
-        def on_preview(preview: Preview) -> None:
-            with entry.preview_lock:
-                entry.latest_preview = preview
-                if entry.preview_pending:
+    def _report(self, job: BatchJob, event: Event) -> None:
+        """A worker's event: a preview (coalesced, on the preview thread) or the job's end."""
+        assert isinstance(job, _Entry) and self._loop is not None
+        if isinstance(event, Progress):
+            with job.preview_lock:
+                job.latest_preview = event
+                if job.preview_pending:
                     return
-                entry.preview_pending = True
-            assert self._loop is not None
-            self._loop.call_soon_threadsafe(self._deliver_preview, entry)
-
-        try:
-            entry.state = engine.prepare(
-                job.spec, job.task, on_preview=on_preview, preview_every=self.preview_every
-            )
-        except Exception as e:
-            self._end(entry, _outcome(job.job_id, e))
-        entry.overhead_s += time.perf_counter() - t0
-
-    def _leave(self, entry: _Entry) -> None:
-        """Cancelled by its user, or by ``stop``: the job leaves the batch at this step boundary."""
-        steps = entry.state.steps_done if entry.state is not None else 0
-        if entry.cancel_reason == "user":
-            log.info("job %s: cancelled after %d steps", entry.job_id, steps)
-            self._end(entry, Cancelled(entry.job_id))
-        else:
-            log.info("job %s: interrupted after %d steps", entry.job_id, steps)
-            self._end(entry, Interrupted(entry.job_id))
-
-    def _step(self, worker: int, engine: Engine, batch: list[_Entry]) -> None:
-        """One step of every job of ``batch`` (one group), in UNet calls within the capacity. A call that
-        runs out of memory is split in two and the capacity lowered; a job alone that runs out fails."""
-        with self._cond:
-            capacity = self._capacities[worker]
-        assert capacity is not None
-        pending = deque(_calls(batch, capacity))
-        while pending:
-            call = pending.popleft()
-            cost = sum(entry.plan.cost for entry in call)
-            t0 = time.perf_counter()
-            try:
-                engine.step([entry.state for entry in call if entry.state is not None])
-            except OutOfMemory as e:
-                if len(call) == 1:
-                    self._end(call[0], _outcome(call[0].job_id, e))
-                    continue
-                capacity = max(1.0, min(capacity, cost / 2))
-                with self._cond:
-                    self._capacities[worker] = capacity
-                log.warning(
-                    "worker %d: out of memory at %.0f samples; capacity now %.0f", worker, cost, capacity
-                )
-                pending.extendleft([call[len(call) // 2 :], call[: len(call) // 2]])
-            except Exception as e:
-                # Not memory: the schedulers may have moved, so no retry; the jobs of this call fail.
-                for entry in call:
-                    self._end(entry, _outcome(entry.job_id, e))
-            else:
-                self.step_times.add_call(cost, time.perf_counter() - t0)
-
-    def _finish(self, engine: Engine, entry: _Entry) -> None:
-        assert entry.state is not None
-        t0 = time.perf_counter()
-        try:
-            result = engine.finish(entry.state)
-        except Exception as e:
-            self._end(entry, _outcome(entry.job_id, e))
+                job.preview_pending = True
+            self._loop.call_soon_threadsafe(self._deliver_preview, job)
             return
-        entry.overhead_s += time.perf_counter() - t0
-        self.step_times.add_job_overhead(entry.overhead_s)
-        log.info("job %s: done in %.1f s", entry.job_id, result.elapsed_s)
-        self._end(entry, Done(entry.job_id, result))
-
-    def _end(self, entry: _Entry, outcome: FinalEvent) -> None:
+        assert isinstance(event, FinalEvent)
         with self._cond:
-            entry.ended, entry.state = True, None
-            del self._running[entry.job_id], self._entries[entry.job_id]
-            if isinstance(outcome, Interrupted):
-                self._interrupted.append(entry.request)
-            self._emit(entry, outcome)
+            del self._running[job.job_id], self._entries[job.job_id]
+            if isinstance(event, Interrupted):
+                self._interrupted.append(job.request)
+            self._emit(job, event)
             self._publish_positions()  # the estimates of who waits move with every job that ends
             self._cond.notify_all()
 
@@ -583,38 +437,9 @@ class Executor:
     def _deliver_preview(entry: _Entry) -> None:
         # On the loop thread. Scheduled before the job's final event, so a preview never follows it.
         with entry.preview_lock:
-            preview, entry.latest_preview, entry.preview_pending = entry.latest_preview, None, False
-        if preview is not None:
-            entry.handle._deliver(Progress(entry.job_id, preview))
-
-
-def _calls(batch: list[_Entry], capacity: float) -> list[list[_Entry]]:
-    """The batch cut into UNet calls within ``capacity`` (a job bigger than it alone), in order."""
-    calls: list[list[_Entry]] = [[]]
-    load = 0.0
-    for entry in batch:
-        if not fits(load, entry.plan.cost, capacity):
-            calls.append([])
-            load = 0.0
-        calls[-1].append(entry)
-        load += entry.plan.cost
-    return calls
-
-
-def _outcome(job_id: int, error: Exception) -> Done | Failed:
-    """How a job ends on an error: the engine's fallback if it has one (an upscale short of memory gives
-    the plain resize), our errors in the user's words; anything else is a bug, logged in full."""
-    if isinstance(error, OutOfMemory) and error.fallback is not None:
-        log.warning("job %s: %s; giving the fallback", job_id, error)
-        return Done(job_id, error.fallback)
-    if isinstance(error, OutOfMemory):
-        log.warning("job %s: out of memory: %s", job_id, error)
-        return Failed(job_id, str(error), out_of_memory=True)
-    if isinstance(error, ImagineError):
-        log.warning("job %s: failed: %s", job_id, error)
-        return Failed(job_id, str(error))
-    log.error("job %s: the engine raised", job_id, exc_info=error)
-    return Failed(job_id, UNEXPECTED_ERROR)
+            progress, entry.latest_preview, entry.preview_pending = entry.latest_preview, None, False
+        if progress is not None:
+            entry.handle._deliver(progress)
 
 
 def _changed(sent: float | None, eta: float | None) -> bool:

@@ -1,0 +1,203 @@
+"""A worker's device side: continuous batching over the engine's step API.
+
+A ``Batcher`` runs the jobs it is given together, one denoising step at a time; all jobs of one latent
+shape (a group) share one UNet call per step (``Engine.step``), and groups take turns. Between two steps
+it asks ``admit`` for the jobs that join (whoever owns the queue decides who fits the capacity), drops
+cancelled jobs and finishes done ones; nothing waits for a batch to fill. When a call runs out of memory
+it is split in two and the capacity lowered; only a job that runs out of memory alone fails.
+
+The same class runs in a local worker thread (``executor``) and inside a Ray actor (``ray_workers``): it
+knows nothing of queues, users or the event loop, only of jobs and the events it reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from imaginebot.engine.api import Engine, Plan, Preview, StepState
+from imaginebot.errors import ImagineError, OutOfMemory
+from imaginebot.eta import StepTimes, fits
+from imaginebot.work import (
+    UNEXPECTED_ERROR,
+    Cancelled,
+    Done,
+    Event,
+    Failed,
+    FinalEvent,
+    Interrupted,
+    JobRequest,
+    Progress,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class BatchJob:
+    """A job on a worker. ``cancel`` may be set from any thread; the rest is the worker thread's."""
+
+    request: JobRequest
+    plan: Plan
+    cancel: threading.Event = field(default_factory=threading.Event)
+    cancel_reason: Literal["user", "stop"] = "user"
+    state: StepState | None = None  # prepared
+    ended: bool = False  # its final event is reported
+    overhead_s: float = 0.0  # preparing and finishing, for the estimates
+
+    @property
+    def job_id(self) -> int:
+        return self.request.job_id
+
+    @property
+    def steps_left(self) -> int:
+        state = self.state  # read once: the worker thread may drop it meanwhile
+        return self.plan.steps - (state.steps_done if state is not None else 0)
+
+
+Admit = Callable[[Sequence[BatchJob]], "list[BatchJob] | None"]
+Report = Callable[[BatchJob, Event], None]
+
+
+class Batcher:
+    """``run(admit, report)`` on one thread: ``admit(running)`` blocks while there is nothing to do and
+    returns the jobs that join now (None: stop once nothing is running); ``report(job, event)`` gets each
+    job's previews (from the preview thread) and its final event."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        capacity: float | None = None,
+        preview_every: int = 5,
+        step_times: StepTimes | None = None,
+    ) -> None:
+        self.engine = engine
+        self.capacity = capacity  # None until run() measures it; lowered when memory runs out
+        self.preview_every = preview_every
+        self.step_times = step_times or StepTimes()
+
+    def run(self, admit: Admit, report: Report) -> None:
+        if self.capacity is None:
+            self.capacity = self.engine.default_capacity()
+            log.info("%s: up to %.0f samples per UNet call", threading.current_thread().name, self.capacity)
+        running: list[BatchJob] = []  # in the order they joined
+        turn = 0
+        while (admitted := admit(running)) is not None:
+            for job in admitted:
+                self._prepare(job, report)
+            running += admitted
+            for job in running:
+                if job.cancel.is_set() and not job.ended:
+                    self._leave(job, report)
+            running = [job for job in running if not job.ended]
+            if not running:
+                continue
+            groups = list(dict.fromkeys(job.plan.group for job in running))  # in joining order
+            group, turn = groups[turn % len(groups)], turn + 1
+            batch = [job for job in running if job.plan.group == group]
+            self._step(batch, report)
+            for job in batch:
+                if not job.ended and job.state is not None and job.state.done:
+                    self._finish(job, report)
+            running = [job for job in running if not job.ended]
+
+    def _prepare(self, job: BatchJob, report: Report) -> None:
+        request = job.request
+        log.info("job %s: joins the batch on %s", job.job_id, threading.current_thread().name)
+        t0 = time.perf_counter()
+
+        def on_preview(preview: Preview) -> None:
+            report(job, Progress(job.job_id, preview))
+
+        try:
+            job.state = self.engine.prepare(
+                request.spec, request.task, on_preview=on_preview, preview_every=self.preview_every
+            )
+        except Exception as e:
+            self._end(job, _outcome(job.job_id, e), report)
+        job.overhead_s += time.perf_counter() - t0
+
+    def _leave(self, job: BatchJob, report: Report) -> None:
+        """Cancelled by its user, or by a stop: the job leaves the batch at this step boundary."""
+        steps = job.state.steps_done if job.state is not None else 0
+        cancelled = job.cancel_reason == "user"
+        log.info("job %s: %s after %d steps", job.job_id, "cancelled" if cancelled else "interrupted", steps)
+        self._end(job, Cancelled(job.job_id) if cancelled else Interrupted(job.job_id), report)
+
+    def _step(self, batch: list[BatchJob], report: Report) -> None:
+        """One step of every job of ``batch`` (one group), in UNet calls within the capacity. A call that
+        runs out of memory is split in two and the capacity lowered; a job alone that runs out fails."""
+        assert self.capacity is not None
+        pending = deque(_calls(batch, self.capacity))
+        while pending:
+            call = pending.popleft()
+            cost = sum(job.plan.cost for job in call)
+            t0 = time.perf_counter()
+            try:
+                self.engine.step([job.state for job in call if job.state is not None])
+            except OutOfMemory as e:
+                if len(call) == 1:
+                    self._end(call[0], _outcome(call[0].job_id, e), report)
+                    continue
+                self.capacity = max(1.0, min(self.capacity, cost / 2))
+                log.warning("out of memory at %.0f samples; capacity now %.0f", cost, self.capacity)
+                pending.extendleft([call[len(call) // 2 :], call[: len(call) // 2]])
+            except Exception as e:
+                # Not memory: the schedulers may have moved, so no retry; the jobs of this call fail.
+                for job in call:
+                    self._end(job, _outcome(job.job_id, e), report)
+            else:
+                self.step_times.add_call(cost, time.perf_counter() - t0)
+
+    def _finish(self, job: BatchJob, report: Report) -> None:
+        assert job.state is not None
+        t0 = time.perf_counter()
+        try:
+            result = self.engine.finish(job.state)
+        except Exception as e:
+            self._end(job, _outcome(job.job_id, e), report)
+            return
+        job.overhead_s += time.perf_counter() - t0
+        self.step_times.add_job_overhead(job.overhead_s)
+        log.info("job %s: done in %.1f s", job.job_id, result.elapsed_s)
+        self._end(job, Done(job.job_id, result), report)
+
+    @staticmethod
+    def _end(job: BatchJob, outcome: FinalEvent, report: Report) -> None:
+        job.ended, job.state = True, None
+        report(job, outcome)
+
+
+def _calls(batch: list[BatchJob], capacity: float) -> list[list[BatchJob]]:
+    """The batch cut into UNet calls within ``capacity`` (a job bigger than it alone), in order."""
+    calls: list[list[BatchJob]] = [[]]
+    load = 0.0
+    for job in batch:
+        if not fits(load, job.plan.cost, capacity):
+            calls.append([])
+            load = 0.0
+        calls[-1].append(job)
+        load += job.plan.cost
+    return calls
+
+
+def _outcome(job_id: int, error: Exception) -> Done | Failed:
+    """How a job ends on an error: the engine's fallback if it has one (an upscale short of memory gives
+    the plain resize), our errors in the user's words; anything else is a bug, logged in full."""
+    if isinstance(error, OutOfMemory) and error.fallback is not None:
+        log.warning("job %s: %s; giving the fallback", job_id, error)
+        return Done(job_id, error.fallback)
+    if isinstance(error, OutOfMemory):
+        log.warning("job %s: out of memory: %s", job_id, error)
+        return Failed(job_id, str(error), out_of_memory=True)
+    if isinstance(error, ImagineError):
+        log.warning("job %s: failed: %s", job_id, error)
+        return Failed(job_id, str(error))
+    log.error("job %s: the engine raised", job_id, exc_info=error)
+    return Failed(job_id, UNEXPECTED_ERROR)

@@ -188,18 +188,23 @@ async def run(settings: Settings, *, mock: bool) -> None:
             )
         if url:
             use_discord_url(url)
-        log.info("loading the model %s", settings.model_path)
-        engine = await asyncio.to_thread(
-            load_engine,
-            settings.model_path,
-            device=settings.device,
-            dtype=settings.dtype,
-            upscale_max_side=settings.upscale_max_side,
-        )
+        devices = settings.worker_devices
+        log.info("loading the model %s on %s", settings.model_path, ", ".join(devices))
+        engines = [
+            await asyncio.to_thread(
+                load_engine,
+                settings.model_path,
+                device=device,
+                dtype=settings.dtype,
+                upscale_max_side=settings.upscale_max_side,
+            )
+            for device in devices
+        ]
+        engine = engines[0]
         store = await Store.open(data_dir, default_daily_images=settings.quota_per_day)
         stack.push_async_callback(store.close)
         executor = Executor(
-            engine,
+            engines,
             max_queued_per_user=settings.max_queued_per_user,
             preview_every=settings.preview_every,
             capacity=settings.batch_capacity,

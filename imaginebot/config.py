@@ -54,6 +54,10 @@ class Settings(BaseSettings):
         description="a diffusers-format folder or a hub id in the local cache (empty: the embedded model)",
     )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    devices: str | None = Field(
+        None,
+        description="several devices, one worker each, e.g. cuda:0,cuda:1 (default: the one device)",
+    )
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="auto (fp16 on CUDA, fp32 elsewhere), float32, float16 or bfloat16"
     )
@@ -128,6 +132,16 @@ class Settings(BaseSettings):
             raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
         return value
 
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        names = [name.strip() for name in value.split(",")]
+        if not all(_DEVICE.fullmatch(name) for name in names):
+            raise ValueError("must be devices separated by commas, each auto, cpu, cuda, cuda:N or mps")
+        return ",".join(names)
+
     @field_validator("default_sampler")
     @classmethod
     def _sampler(cls, value: str) -> str:
@@ -152,6 +166,11 @@ class Settings(BaseSettings):
     def model_path(self) -> str:
         """The configured model, or the embedded one."""
         return self.model or str(EMBEDDED_MODEL)
+
+    @property
+    def worker_devices(self) -> list[str]:
+        """One device per local worker."""
+        return self.devices.split(",") if self.devices else [self.device]
 
     @property
     def request_defaults(self) -> RequestDefaults:

@@ -29,8 +29,8 @@ pytestmark = pytest.mark.slow
 class BotProcess:
     """``python bot.py --discord-url URL`` with the embedded model; its log lines, collected as they come."""
 
-    def __init__(self, url: str, data_dir: Path, token: str = TOKEN) -> None:
-        self.url, self.data_dir, self.token = url, data_dir, token
+    def __init__(self, url: str, data_dir: Path, token: str = TOKEN, **env: str) -> None:
+        self.url, self.data_dir, self.token, self.env = url, data_dir, token, env
         self.lines: list[str] = []
         self.process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -44,6 +44,7 @@ class BotProcess:
             "IMAGINEBOT_DELIVERY_RETRY_MAX": "1",
             "IMAGINEBOT_PREVIEW_MIN_INTERVAL": "0.2",
             "PYTHONUNBUFFERED": "1",
+            **self.env,
         }
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -165,6 +166,11 @@ async def wait_for_job(data_dir: Path, check: Any, timeout: float = 120) -> dict
             await asyncio.sleep(0.1)
 
 
+def grid_of(interaction: Any) -> Any:
+    """A message test: the grid (U buttons) answering ``interaction``."""
+    return lambda m: m.interaction is interaction and any(c.startswith("ib:u:") for c in m.custom_ids)
+
+
 async def test_a_bot_killed_between_done_and_delivered_delivers_at_its_next_start(
     tmp_path: Path, bots: list[BotProcess]
 ) -> None:
@@ -185,10 +191,7 @@ async def test_a_bot_killed_between_done_and_delivered_delivers_at_its_next_star
 
         second = await BotProcess(server.url, data_dir).start()
         bots.append(second)
-        grid = await server.wait_for_message(
-            lambda m: m.interaction is interaction and any(c.startswith("ib:u:") for c in m.custom_ids),
-            timeout=STARTUP,
-        )
+        grid = await server.wait_for_message(grid_of(interaction), timeout=STARTUP)
         assert grid.attachments and grid.attachments[0].data[:4] == b"\x89PNG"
         row = await wait_for_job(data_dir, lambda r: r["delivery"] == "delivered")
         assert row["status"] == "done" and row["charged"] == 4  # charged once
@@ -196,3 +199,24 @@ async def test_a_bot_killed_between_done_and_delivered_delivers_at_its_next_star
         assert [r for r in server.requests(path_contains="/channels/", status=200) if r.method == "PATCH"]
         await second.stop()
     assert "delivering what the last run could not" in second.output
+
+
+async def test_two_devices_two_workers(tmp_path: Path, bots: list[BotProcess]) -> None:
+    """IMAGINEBOT_DEVICES: one engine and one worker per device (two CPU "devices" here)."""
+    async with run_mock_discord(bot_token=TOKEN) as server:
+        bot = await BotProcess(
+            server.url, tmp_path / "data", IMAGINEBOT_DEVICES="cpu,cpu", IMAGINEBOT_BATCH_CAPACITY="1"
+        ).start()
+        bots.append(bot)
+        await server.wait_for_commands(timeout=STARTUP)
+        interactions = [
+            await server.send_command("imagine", {"prompt": f"a red circle --steps 40 --seed {i}"}, user=user)
+            for i, user in enumerate((server.alice, server.bob))
+        ]
+        for interaction in interactions:
+            await server.wait_for_message(grid_of(interaction), timeout=120)
+        await bot.stop()
+    assert "loading the model" in bot.output and "on cpu, cpu" in bot.output
+    # one job at a time per worker, two jobs at once: each worker ran one
+    assert "joins the batch on imaginebot-worker-0" in bot.output
+    assert "joins the batch on imaginebot-worker-1" in bot.output

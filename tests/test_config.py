@@ -119,3 +119,11 @@ def test_operator_settings_win_over_the_embedded_models_defaults(monkeypatch: py
     monkeypatch.setenv("IMAGINEBOT_DEFAULT_CFG", "9")
     defaults = load_settings().request_defaults
     assert (defaults.steps, defaults.cfg) == (20, 9.0)
+
+
+def test_several_devices_one_worker_each() -> None:
+    assert load_settings().worker_devices == ["auto"]
+    assert load_settings(device="cuda:1").worker_devices == ["cuda:1"]
+    assert load_settings(devices=" cuda:0, cuda:1 ").worker_devices == ["cuda:0", "cuda:1"]
+    with pytest.raises(ConfigError, match=r"IMAGINEBOT_DEVICES.*separated by commas"):
+        load_settings(devices="cuda:0,gpu1")

@@ -35,6 +35,7 @@ from imaginebot.engine.api import (
     Task,
 )
 from imaginebot.engine.devices import free_memory, resolve_device, resolve_dtype
+from imaginebot.engine.planning import Planner, img2img_steps, strength
 from imaginebot.engine.preview import (
     LatentRGB,
     PreviewWorker,
@@ -53,10 +54,6 @@ log = logging.getLogger(__name__)
 # (16x16 latents), 32 of SD 1.5 (64x64), 8 of SDXL (128x128). Past a few dozen samples a CPU gains no speed,
 # but every job in the batch moves on, so nobody waits for a first preview.
 CPU_LATENT_PIXELS_PER_CALL = 2**17
-
-VARY_STRENGTH = 0.6  # V1-V4: keeps the composition and colours, changes the details
-UPSCALE_STRENGTH = 0.3  # U1-U4: "hires fix", sharpens the enlarged tile without redrawing it
-IMG2IMG_STRENGTH = 0.8  # an init image with no strength given: the default of diffusers' img2img pipeline
 
 
 @dataclasses.dataclass
@@ -97,7 +94,8 @@ class DiffusionEngine:
         self.upscale_max_side = upscale_max_side
         # SDXL checkpoints say whether an empty negative prompt means zero embeddings (model_index.json).
         self.force_zeros_for_empty_prompt = force_zeros_for_empty_prompt
-        self.vae_scale_factor: int = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.planner = Planner.from_configs(unet.config, vae.config, upscale_max_side)
+        self.vae_scale_factor = self.planner.vae_scale_factor
         self._previews = PreviewWorker()
         if latent_rgb is None:
             latent_rgb = published_latent_rgb(vae.config, is_sdxl=self.is_sdxl) or self._fit_latent_rgb()
@@ -155,9 +153,7 @@ class DiffusionEngine:
 
     @property
     def native_size(self) -> int:
-        sample_size = self.unet.config.sample_size
-        side = sample_size if isinstance(sample_size, int) else sample_size[0]
-        return int(side) * int(self.vae_scale_factor)
+        return self.planner.native_size
 
     @property
     def size_multiple(self) -> int:
@@ -176,22 +172,7 @@ class DiffusionEngine:
         return max(1.0, CPU_LATENT_PIXELS_PER_CALL / (self.native_size // self.vae_scale_factor) ** 2)
 
     def plan(self, spec: GenerateSpec, task: Task = "generate") -> Plan:
-        if task == "upscale" and spec.init_image is not None:
-            width, height = self.upscaled_size(spec.init_image.width, spec.init_image.height)
-            spec = dataclasses.replace(spec, width=width, height=height, seeds=spec.seeds[:1])
-        f = self.vae_scale_factor
-        latent_height, latent_width = spec.height // f, spec.width // f
-        samples = spec.num_images * (2 if self._uses_cfg(spec) else 1)
-        native = (self.native_size // f) ** 2
-        steps = spec.num_inference_steps
-        if spec.init_image is not None or task != "generate":
-            steps = _img2img_steps(steps, self._strength(spec, task))
-        return Plan(
-            group=(latent_height, latent_width),
-            samples=samples,
-            cost=samples * latent_height * latent_width / native,
-            steps=steps,
-        )
+        return self.planner.plan(spec, task)
 
     def prepare(
         self,
@@ -207,7 +188,7 @@ class DiffusionEngine:
         fallback = None
         if task != "generate" or spec.init_image is not None:
             assert spec.init_image is not None
-            spec = dataclasses.replace(spec, strength=self._strength(spec, task))
+            spec = dataclasses.replace(spec, strength=strength(spec, task))
         if task == "upscale":
             assert spec.init_image is not None
             width, height = self.upscaled_size(spec.init_image.width, spec.init_image.height)
@@ -301,28 +282,16 @@ class DiffusionEngine:
         )
 
     def upscaled_size(self, width: int, height: int) -> tuple[int, int]:
-        """2x, the longest side capped at ``upscale_max_side``, rounded down to the size multiple."""
-        scale = min(2.0, self.upscale_max_side / max(width, height))
-        m = self.size_multiple
-        return max(m, int(width * scale) // m * m), max(m, int(height * scale) // m * m)
+        return self.planner.upscaled_size(width, height)
 
     # -- the loop, a step at a time ------------------------------------------------------------------------
-
-    def _uses_cfg(self, spec: GenerateSpec) -> bool:
-        return spec.guidance_scale > 1.0 and self.unet.config.time_cond_proj_dim is None
-
-    @staticmethod
-    def _strength(spec: GenerateSpec, task: Task) -> float:
-        if spec.strength is not None:
-            return spec.strength
-        return {"generate": IMG2IMG_STRENGTH, "vary": VARY_STRENGTH, "upscale": UPSCALE_STRENGTH}[task]
 
     def _prepare(
         self, spec: GenerateSpec, plan: Plan, on_preview: PreviewCallback | None, preview_every: int
     ) -> _State:
         batch_size = spec.num_images
         num_inference_steps = spec.num_inference_steps
-        do_classifier_free_guidance = self._uses_cfg(spec)
+        do_classifier_free_guidance = self.planner.uses_cfg(spec)
         # Tile i comes from its own CPU generator: a seed makes the same tile on any device, alone or not.
         generator = [torch.Generator().manual_seed(seed) for seed in spec.seeds]
 
@@ -337,7 +306,7 @@ class DiffusionEngine:
         if spec.init_image is not None:
             # img2img: skip the first (1 - strength) of the schedule; at least one step is always run
             assert spec.strength is not None
-            init_timestep = _img2img_steps(num_inference_steps, spec.strength)
+            init_timestep = img2img_steps(num_inference_steps, spec.strength)
             begin_index = (num_inference_steps - init_timestep) * scheduler.order
             timesteps = timesteps[begin_index:]
             scheduler.set_begin_index(begin_index)
@@ -637,11 +606,6 @@ def _own(state: StepState) -> _State:
 
 def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:
     return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
-
-
-def _img2img_steps(num_inference_steps: int, strength: float) -> int:
-    """img2img runs the last ``strength`` of the schedule, and always at least one step (as diffusers)."""
-    return max(1, min(int(num_inference_steps * strength), num_inference_steps))
 
 
 def _describe(spec: GenerateSpec) -> str:

@@ -206,3 +206,16 @@ async def test_the_executor_batches_real_jobs_and_their_pixels_stay_their_own(
     assert max(engine.widths) >= 3
     for final, images in zip(finals, alone, strict=True):
         assert isinstance(final, Done) and max_difference(final.result.images, images) <= 2
+
+
+def test_the_bot_plans_from_the_model_folder_alone() -> None:
+    """With Ray workers the bot holds no engine: the folder's configs give the same plans."""
+    from imaginebot.config import EMBEDDED_MODEL
+    from imaginebot.engine.loading import load_engine
+    from imaginebot.engine.planning import Planner
+
+    planner = Planner.from_folder(EMBEDDED_MODEL, upscale_max_side=96)
+    engine = load_engine(EMBEDDED_MODEL, device="cpu", upscale_max_side=96)
+    assert planner == engine.planner
+    for job in JOBS:
+        assert planner.plan(job.spec, job.task) == engine.plan(job.spec, job.task)

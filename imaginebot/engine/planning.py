@@ -1,0 +1,88 @@
+"""What a job will take of a batched UNet call, from the model's configs alone (no torch, no weights).
+
+The bot plans every job when it is queued, to admit it where it fits; with Ray workers the bot holds no
+engine, so planning needs only the model folder's ``unet/config.json`` and ``vae/config.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from imaginebot.engine.api import GenerateSpec, Plan, Task
+
+VARY_STRENGTH = 0.6  # V1-V4: keeps the composition and colours, changes the details
+UPSCALE_STRENGTH = 0.3  # U1-U4: "hires fix", sharpens the enlarged tile without redrawing it
+IMG2IMG_STRENGTH = 0.8  # an init image with no strength given: the default of diffusers' img2img pipeline
+
+
+@dataclass(frozen=True)
+class Planner:
+    native_size: int  # pixels
+    vae_scale_factor: int
+    guidance_embedded: bool  # a distilled UNet (LCM) takes guidance as an input: no CFG branch
+    upscale_max_side: int = 2048
+
+    @classmethod
+    def from_configs(
+        cls, unet: Mapping[str, Any], vae: Mapping[str, Any], upscale_max_side: int = 2048
+    ) -> Planner:
+        factor = 2 ** (len(vae["block_out_channels"]) - 1)
+        sample_size = unet["sample_size"]
+        side = sample_size if isinstance(sample_size, int) else sample_size[0]
+        return cls(
+            native_size=int(side) * factor,
+            vae_scale_factor=factor,
+            guidance_embedded=unet.get("time_cond_proj_dim") is not None,
+            upscale_max_side=upscale_max_side,
+        )
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, upscale_max_side: int = 2048) -> Planner:
+        """A diffusers-format model folder."""
+        unet, vae = (
+            json.loads((Path(folder) / part / "config.json").read_text()) for part in ("unet", "vae")
+        )
+        return cls.from_configs(unet, vae, upscale_max_side=upscale_max_side)
+
+    def uses_cfg(self, spec: GenerateSpec) -> bool:
+        return spec.guidance_scale > 1.0 and not self.guidance_embedded
+
+    def upscaled_size(self, width: int, height: int) -> tuple[int, int]:
+        """2x, the longest side capped at ``upscale_max_side``, rounded down to the size multiple."""
+        scale = min(2.0, self.upscale_max_side / max(width, height))
+        m = self.vae_scale_factor
+        return max(m, int(width * scale) // m * m), max(m, int(height * scale) // m * m)
+
+    def plan(self, spec: GenerateSpec, task: Task = "generate") -> Plan:
+        if task == "upscale" and spec.init_image is not None:
+            width, height = self.upscaled_size(spec.init_image.width, spec.init_image.height)
+            spec = replace(spec, width=width, height=height, seeds=spec.seeds[:1])
+        f = self.vae_scale_factor
+        latent_height, latent_width = spec.height // f, spec.width // f
+        samples = spec.num_images * (2 if self.uses_cfg(spec) else 1)
+        native = (self.native_size // f) ** 2
+        steps = spec.num_inference_steps
+        if spec.init_image is not None or task != "generate":
+            steps = img2img_steps(steps, strength(spec, task))
+        return Plan(
+            group=(latent_height, latent_width),
+            samples=samples,
+            cost=samples * latent_height * latent_width / native,
+            steps=steps,
+        )
+
+
+def strength(spec: GenerateSpec, task: Task) -> float:
+    """The img2img strength in effect: the spec's, or the task's default."""
+    if spec.strength is not None:
+        return spec.strength
+    return {"generate": IMG2IMG_STRENGTH, "vary": VARY_STRENGTH, "upscale": UPSCALE_STRENGTH}[task]
+
+
+def img2img_steps(num_inference_steps: int, strength: float) -> int:
+    """img2img runs the last ``strength`` of the schedule, and always at least one step (as diffusers)."""
+    return max(1, min(int(num_inference_steps * strength), num_inference_steps))

@@ -60,14 +60,28 @@ class BatchJob:
         return self.plan.steps - (state.steps_done if state is not None else 0)
 
 
-Admit = Callable[[Sequence[BatchJob]], "list[BatchJob] | None"]
 Report = Callable[[BatchJob, Event], None]
 
 
+@dataclass(frozen=True)
+class Dispatch:
+    """What a worker may ask of whoever owns the queue (the executor)."""
+
+    # At a step boundary: blocks while there is nothing to do, then gives the jobs that join now;
+    # None: stop (once nothing of this worker's is running). Its argument: the jobs running here.
+    admit: Callable[[Sequence[BatchJob]], list[BatchJob] | None]
+    # A job's previews (from any thread) and its final event.
+    report: Report
+    # A job that was lost with its worker (a remote one): back to the front of the queue.
+    requeue: Callable[[BatchJob], None]
+    # Something changed that ``admit`` may be waiting for (a remote worker is back).
+    wake: Callable[[], None]
+
+
 class Batcher:
-    """``run(admit, report)`` on one thread: ``admit(running)`` blocks while there is nothing to do and
-    returns the jobs that join now (None: stop once nothing is running); ``report(job, event)`` gets each
-    job's previews (from the preview thread) and its final event."""
+    """A local worker: ``run(dispatch)`` on one thread of this process."""
+
+    waits_for_room = False  # it steps its running jobs rather than wait for the queue
 
     def __init__(
         self,
@@ -82,7 +96,15 @@ class Batcher:
         self.preview_every = preview_every
         self.step_times = step_times or StepTimes()
 
-    def run(self, admit: Admit, report: Report) -> None:
+    @property
+    def accepting(self) -> bool:
+        return True
+
+    def cancel(self, job: BatchJob) -> None:
+        """Nothing to forward: the loop sees ``job.cancel`` at its next step boundary."""
+
+    def run(self, dispatch: Dispatch) -> None:
+        admit, report = dispatch.admit, dispatch.report
         if self.capacity is None:
             self.capacity = self.engine.default_capacity()
             log.info("%s: up to %.0f samples per UNet call", threading.current_thread().name, self.capacity)

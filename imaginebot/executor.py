@@ -23,9 +23,10 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from imaginebot.batcher import Batcher, BatchJob
-from imaginebot.engine.api import Engine
+from imaginebot.batcher import Batcher, BatchJob, Dispatch
+from imaginebot.engine.api import Engine, GenerateSpec, Plan, Task
 from imaginebot.errors import QueueFull
 from imaginebot.eta import StepTimes, Work, estimate_starts, fits
 from imaginebot.store_models import JobKind
@@ -158,36 +159,66 @@ class _Entry(BatchJob):
     preview_pending: bool = False
 
 
+class Worker(Protocol):
+    """A device: a ``Batcher`` on a thread of this process, or a remote one (``ray_workers.RayWorker``)."""
+
+    capacity: float | None  # samples of native size per UNet call; None: not known yet
+    waits_for_room: bool  # remote: its jobs leave on their own, so it waits for the queue's head to fit
+
+    @property
+    def accepting(self) -> bool:
+        """False while a remote worker is down: it gets no jobs."""
+        ...
+
+    def run(self, dispatch: Dispatch) -> None:
+        """On a thread of its own, until ``dispatch.admit`` says stop."""
+        ...
+
+    def cancel(self, job: BatchJob) -> None:
+        """``job.cancel`` was set: tell the device (a local batcher sees it by itself)."""
+        ...
+
+
+class Planner(Protocol):
+    def plan(self, spec: GenerateSpec, task: Task = "generate") -> Plan: ...
+
+
 class Executor:
     """``async with Executor(engine) as ex: handle = ex.submit(request)``; ``engine`` may be a list, one
-    worker thread per engine. ``capacity``: samples of native size per UNet call on each worker (None:
-    each engine's ``default_capacity()``, measured on its worker thread at start)."""
+    local worker thread per engine. ``capacity``: samples of native size per UNet call on each local
+    worker (None: each engine's ``default_capacity()``, measured on its worker thread at start). Remote
+    workers come with ``workers`` (and then a ``planner``, the model's, when there is no engine here)."""
 
     def __init__(
         self,
-        engine: Engine | Sequence[Engine],
+        engine: Engine | Sequence[Engine] = (),
         *,
+        workers: Sequence[Worker] = (),
+        planner: Planner | None = None,
         max_queued_per_user: int = 3,
         preview_every: int = 5,
         capacity: float | None = None,
     ) -> None:
-        self._engines: list[Engine] = list(engine) if isinstance(engine, Sequence) else [engine]
-        if not self._engines:
-            raise ValueError("the executor needs at least one engine")
+        engines: list[Engine] = list(engine) if isinstance(engine, Sequence) else [engine]
         if capacity is not None and capacity < 1:
             raise ValueError(f"the batch capacity must be at least 1 sample, got {capacity}")
         self.max_queued_per_user = max_queued_per_user
         self.preview_every = preview_every
         self.step_times = StepTimes()
-        self._batchers = [
+        local = [
             Batcher(e, capacity=capacity, preview_every=preview_every, step_times=self.step_times)
-            for e in self._engines
+            for e in engines
         ]
+        self._workers: list[Worker] = [*local, *workers]
+        if not self._workers and planner is None:
+            raise ValueError("the executor needs an engine, or workers and a planner")
+        self._planner: Planner = planner or engines[0]
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._workers: list[asyncio.Future[None]] = []
+        self._finished: list[asyncio.Future[None]] = []
         self._stopping = False
         # Everything below is shared with the worker threads and guarded by _cond.
         self._cond = threading.Condition()
+        self._front: deque[_Entry] = deque()  # jobs whose worker was lost: they start before anyone else
         self._queues: dict[int, deque[_Entry]] = {}  # user id -> their queued jobs, oldest first
         self._arrival: dict[int, int] = {}  # user id -> when their queue last became non-empty
         self._last_served: dict[int, int] = {}  # user id -> dispatch number of their latest started job
@@ -207,12 +238,25 @@ class Executor:
     async def start(self) -> None:
         if self._loop is not None:
             raise RuntimeError("the executor was already started")
-        self._loop = loop = asyncio.get_running_loop()
-        for i in range(len(self._batchers)):
-            finished: asyncio.Future[None] = loop.create_future()
-            name = f"imaginebot-worker-{i}"
-            threading.Thread(target=self._work, args=(i, finished), name=name, daemon=True).start()
-            self._workers.append(finished)
+        self._loop = asyncio.get_running_loop()
+        for i in range(len(self._workers)):
+            self._start_worker(i)
+
+    def add_worker(self, worker: Worker) -> None:
+        """A new device (a node joined the cluster): it starts taking jobs at once."""
+        if self._loop is None or self._stopping:
+            raise RuntimeError("the executor is not running")
+        with self._cond:
+            self._workers.append(worker)
+            index = len(self._workers) - 1
+        self._start_worker(index)
+
+    def _start_worker(self, index: int) -> None:
+        assert self._loop is not None
+        finished: asyncio.Future[None] = self._loop.create_future()
+        name = f"imaginebot-worker-{index}"
+        threading.Thread(target=self._work, args=(index, finished), name=name, daemon=True).start()
+        self._finished.append(finished)
 
     async def stop(self, *, cancel_running: bool = True) -> list[JobRequest]:
         """Stop the workers and return the jobs that did not finish (running ones first, then the queue in
@@ -230,8 +274,9 @@ class Executor:
                 if cancel_running:
                     entry.cancel_reason = "stop"
                     entry.cancel.set()
+                    self._forward_cancel(entry)
             self._cond.notify_all()
-        await asyncio.gather(*self._workers)
+        await asyncio.gather(*self._finished)
         # The workers' last events were scheduled before their futures resolved, so they are delivered.
         return [*self._interrupted, *(entry.request for entry in queued)]
 
@@ -239,7 +284,7 @@ class Executor:
     def capacities(self) -> list[float | None]:
         """Each worker's capacity now (None: not measured yet)."""
         with self._cond:
-            return [batcher.capacity for batcher in self._batchers]
+            return [worker.capacity for worker in self._workers]
 
     # -- the loop's side -------------------------------------------------------------------------------
 
@@ -253,7 +298,7 @@ class Executor:
             raise RuntimeError("the executor is not running")
         if request.kind in (JobKind.VARIATION, JobKind.UPSCALE) and request.spec.init_image is None:
             raise ValueError(f"a {request.kind} job needs the source image")
-        plan = self._engines[0].plan(request.spec, request.task)
+        plan = self._planner.plan(request.spec, request.task)
         handle = JobHandle(self, request, on_event)
         with self._cond:
             if request.job_id in self._entries:
@@ -285,6 +330,7 @@ class Executor:
                 return False
             if job_id in self._running:
                 entry.cancel.set()
+                self._forward_cancel(entry)
                 log.info("job %s: cancel requested while running", job_id)
                 return True
             self._remove_queued(entry)
@@ -317,11 +363,12 @@ class Executor:
     # -- queue internals (caller holds _cond) ----------------------------------------------------------
 
     def _order(self) -> list[_Entry]:
-        """Queued entries in the order the workers will take them: the same rule as ``_pop``, simulated."""
+        """Queued entries in the order the workers will take them: jobs put back after losing their
+        worker first, then the same rule as ``_pop``, simulated."""
         heap = [(self._last_served.get(u, -1), self._arrival[u], u) for u in self._queues]
         heapq.heapify(heap)
         taken = dict.fromkeys(self._queues, 0)
-        dispatches, order = self._dispatches, list[_Entry]()
+        dispatches, order = self._dispatches, list(self._front)
         while heap:
             _, arrival, user = heapq.heappop(heap)
             order.append(self._queues[user][taken[user]])
@@ -331,19 +378,30 @@ class Executor:
                 heapq.heappush(heap, (dispatches, arrival, user))
         return order
 
+    def _has_queued(self) -> bool:
+        return bool(self._front or self._queues)
+
     def _head(self) -> _Entry:
         """The job ``_pop`` would take."""
+        if self._front:
+            return self._front[0]
         user = min(self._queues, key=lambda u: (self._last_served.get(u, -1), self._arrival[u]))
         return self._queues[user][0]
 
     def _pop(self) -> _Entry:
         entry = self._head()
+        if self._front and entry is self._front[0]:
+            self._front.popleft()  # its user's turn was taken when it first started
+            return entry
         self._remove_queued(entry)
         self._dispatches += 1
         self._last_served[entry.request.user_id] = self._dispatches
         return entry
 
     def _remove_queued(self, entry: _Entry) -> None:
+        if entry in self._front:
+            self._front.remove(entry)
+            return
         user = entry.request.user_id
         self._queues[user].remove(entry)
         if not self._queues[user]:
@@ -351,17 +409,23 @@ class Executor:
 
     def _etas(self, order: list[_Entry]) -> list[float | None]:
         line = self.step_times.line()
-        capacities = [batcher.capacity for batcher in self._batchers]
-        if line is None or not order or None in capacities:
+        known = [
+            i for i, worker in enumerate(self._workers) if worker.capacity is not None and worker.accepting
+        ]
+        if line is None or not order or not known:
             return [None] * len(order)
-        running: list[list[Work]] = [[] for _ in self._engines]
+        running: dict[int, list[Work]] = {i: [] for i in known}
         for entry in self._running.values():
-            assert entry.worker is not None
-            running[entry.worker].append(Work(entry.plan.group, entry.plan.cost, entry.steps_left))
+            if entry.worker in running:
+                running[entry.worker].append(Work(entry.plan.group, entry.plan.cost, entry.steps_left))
         queued = [Work(e.plan.group, e.plan.cost, e.plan.steps) for e in order]
-        known = [c for c in capacities if c is not None]
+        capacities = [self._workers[i].capacity or 1.0 for i in known]
         overhead = self.step_times.job_overhead
-        return list(estimate_starts(running, queued, known, line, overhead))
+        return list(estimate_starts(list(running.values()), queued, capacities, line, overhead))
+
+    def _forward_cancel(self, entry: _Entry) -> None:
+        if entry.worker is not None:
+            self._workers[entry.worker].cancel(entry)
 
     def _publish_positions(self) -> None:
         order = self._order()
@@ -382,36 +446,83 @@ class Executor:
 
     def _work(self, worker: int, finished: asyncio.Future[None]) -> None:
         assert self._loop is not None
+        dispatch = Dispatch(
+            admit=lambda running: self._admit(worker, running),
+            report=self._report,
+            requeue=self._requeue,
+            wake=self._wake,
+        )
         try:
-            self._batchers[worker].run(lambda running: self._admit(worker, running), self._report)
+            self._workers[worker].run(dispatch)
+        except Exception:
+            log.exception("worker %d stopped on an error; its jobs are put back", worker)
         finally:
+            with self._cond:  # nothing may stay assigned to a worker that is gone
+                for entry in [e for e in self._running.values() if e.worker == worker]:
+                    self._requeue_locked(entry)
             self._loop.call_soon_threadsafe(finished.set_result, None)
 
     def _admit(self, worker: int, running: Sequence[BatchJob]) -> list[BatchJob] | None:
-        """At a worker's step boundary: wait while there is nothing to do, then take the queued jobs that
-        fit, in the fair order. None: stopping, and nothing of this worker's is left to run."""
+        """At a worker's step boundary: wait while there is nothing for it to do, then take the queued jobs
+        that fit, in the fair order. None: stop, nothing of this worker's is left to run."""
+        me = self._workers[worker]
         with self._cond:
-            while not running and not self._queues and not self._stopping:
+            while True:
+                mine = [e for e in self._running.values() if e.worker == worker]
+                if self._stopping:
+                    return [] if mine else None
+                admitted = self._take(worker, mine) if me.accepting else []
+                if admitted:
+                    self._publish_positions()
+                    return admitted
+                if mine and not me.waits_for_room:
+                    return []  # a local batcher steps what it has
                 self._cond.wait()
-            if self._stopping:
-                return [] if running else None
-            capacity = self._batchers[worker].capacity
-            assert capacity is not None
-            admitted: list[BatchJob] = []
-            while self._queues:
-                head = self._head()
-                group = head.plan.group
-                load = sum(j.plan.cost for j in (*running, *admitted) if j.plan.group == group)
-                if not fits(load, head.plan.cost, capacity):
-                    break  # the head waits for room; nobody behind it jumps the queue
-                entry = self._pop()
-                entry.worker = worker
-                self._running[entry.job_id] = entry
-                self._emit(entry, Started(entry.job_id))
-                admitted.append(entry)
-            if admitted:
-                self._publish_positions()
-            return admitted
+
+    def _take(self, worker: int, mine: list[_Entry]) -> list[BatchJob]:
+        capacity = self._workers[worker].capacity
+        assert capacity is not None
+        admitted: list[BatchJob] = []
+        while self._has_queued():
+            head = self._head()
+            group = head.plan.group
+            load = sum(j.plan.cost for j in (*mine, *admitted) if j.plan.group == group)
+            if not fits(load, head.plan.cost, capacity):
+                break  # the head waits for room; nobody behind it jumps the queue
+            entry = self._pop()
+            entry.worker = worker
+            self._running[entry.job_id] = entry
+            self._emit(entry, Started(entry.job_id))
+            admitted.append(entry)
+        return admitted
+
+    def _requeue(self, job: BatchJob) -> None:
+        with self._cond:
+            self._requeue_locked(job)
+
+    def _requeue_locked(self, job: BatchJob) -> None:
+        """A job lost with its worker: back to the front of the queue, to start again elsewhere (its
+        user sees it wait, then start again); cancelled or stopping, it ends here."""
+        assert isinstance(job, _Entry)
+        if self._running.pop(job.job_id, None) is None:
+            return  # it had ended already
+        job.worker, job.state, job.ended = None, None, False
+        if self._stopping or job.cancel.is_set():
+            del self._entries[job.job_id]
+            outcome = Cancelled(job.job_id) if job.cancel_reason == "user" else Interrupted(job.job_id)
+            if isinstance(outcome, Interrupted):
+                self._interrupted.append(job.request)
+            self._emit(job, outcome)
+        else:
+            log.warning("job %s: its worker was lost; back to the front of the queue", job.job_id)
+            job.sent_position = None
+            self._front.append(job)
+            self._publish_positions()
+        self._cond.notify_all()
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
     def _report(self, job: BatchJob, event: Event) -> None:
         """A worker's event: a preview (coalesced, on the preview thread) or the job's end."""

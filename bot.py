@@ -70,7 +70,7 @@ class ImagineBot(commands.Bot):
         guild = discord.Object(self.settings.guild_id) if self.settings.guild_id else None
         if guild is not None:
             self.tree.copy_global_to(guild=guild)
-        await until_discord_answers("Syncing the slash commands", lambda: self.tree.sync(guild=guild))
+        await until_it_answers("Syncing the slash commands", lambda: self.tree.sync(guild=guild))
 
     async def on_app_command_error(
         self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
@@ -98,11 +98,10 @@ def _transient(error: BaseException) -> bool:
     return isinstance(error, aiohttp.ClientError | OSError | TimeoutError)
 
 
-async def until_discord_answers(
-    what: str, call: Callable[[], Awaitable[Any]], *, max_wait: float = 60.0
-) -> Any:
+async def until_it_answers(what: str, call: Callable[[], Awaitable[Any]], *, max_wait: float = 60.0) -> Any:
     """``call()``, tried again with exponential backoff and jitter (at most ``max_wait`` s apart) for as long
-    as Discord is unreachable or answering 5xx; one line in the log per failed try, no traceback."""
+    as Discord (or the Ray cluster) is unreachable or Discord answers 5xx; one line in the log per failed
+    try, no traceback."""
 
     def say(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
@@ -166,8 +165,82 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def run(settings: Settings, *, mock: bool) -> None:
+async def local_executor(settings: Settings) -> tuple[Executor, int]:
+    """One engine and one batching worker per device of this machine."""
     from imaginebot.engine import load_engine  # torch is imported only once the settings are good
+
+    devices = settings.worker_devices
+    log.info("loading the model %s on %s", settings.model_path, ", ".join(devices))
+    engines = [
+        await asyncio.to_thread(
+            load_engine,
+            settings.model_path,
+            device=device,
+            dtype=settings.dtype,
+            upscale_max_side=settings.upscale_max_side,
+        )
+        for device in devices
+    ]
+    executor = Executor(
+        engines,
+        max_queued_per_user=settings.max_queued_per_user,
+        preview_every=settings.preview_every,
+        capacity=settings.batch_capacity,
+    )
+    return executor, engines[0].native_size
+
+
+async def ray_executor(settings: Settings) -> tuple[Executor, int]:
+    """Workers on a Ray cluster: the bot plans from the model's configs and loads no weights itself."""
+    from imaginebot.engine.loading import find_model_folder
+    from imaginebot.engine.planning import Planner
+
+    try:
+        from imaginebot.ray_workers import connect
+    except ImportError:
+        raise ConfigError(
+            "IMAGINEBOT_RAY_ADDRESS is set but Ray is not installed here; scripts/run.sh installs it "
+            "(the [ray] extra: .venv/bin/pip install -e '.[ray]')."
+        ) from None
+
+    address = settings.ray_address
+    assert address is not None
+    await until_it_answers(
+        f"Connecting to the Ray cluster at {address}", lambda: asyncio.to_thread(connect, address)
+    )
+    folder = await asyncio.to_thread(find_model_folder, settings.model_path)
+    planner = Planner.from_folder(folder, upscale_max_side=settings.upscale_max_side)
+    executor = Executor(
+        planner=planner,
+        max_queued_per_user=settings.max_queued_per_user,
+        preview_every=settings.preview_every,
+    )
+    return executor, planner.native_size
+
+
+def place_ray_workers(settings: Settings, executor: Executor, stack: contextlib.AsyncExitStack) -> None:
+    """One worker per GPU of the cluster (or IMAGINEBOT_RAY_WORKERS), more as GPU nodes join."""
+    from imaginebot.ray_workers import RayWorkers, WorkerConfig
+
+    config = WorkerConfig(
+        model=settings.model or "",
+        dtype=settings.dtype,
+        upscale_max_side=settings.upscale_max_side,
+        capacity=settings.batch_capacity,
+        preview_every=settings.preview_every,
+    )
+    workers = RayWorkers(
+        config,
+        executor.add_worker,
+        workers=settings.ray_workers,
+        cpus_per_worker=settings.ray_cpus_per_worker,
+    )
+    workers.top_up()
+    watcher = asyncio.create_task(workers.watch())
+    stack.callback(watcher.cancel)
+
+
+async def run(settings: Settings, *, mock: bool) -> None:
 
     async with contextlib.AsyncExitStack() as stack:
         token = settings.discord_token.get_secret_value() if settings.discord_token else None
@@ -188,34 +261,21 @@ async def run(settings: Settings, *, mock: bool) -> None:
             )
         if url:
             use_discord_url(url)
-        devices = settings.worker_devices
-        log.info("loading the model %s on %s", settings.model_path, ", ".join(devices))
-        engines = [
-            await asyncio.to_thread(
-                load_engine,
-                settings.model_path,
-                device=device,
-                dtype=settings.dtype,
-                upscale_max_side=settings.upscale_max_side,
-            )
-            for device in devices
-        ]
-        engine = engines[0]
         store = await Store.open(data_dir, default_daily_images=settings.quota_per_day)
         stack.push_async_callback(store.close)
-        executor = Executor(
-            engines,
-            max_queued_per_user=settings.max_queued_per_user,
-            preview_every=settings.preview_every,
-            capacity=settings.batch_capacity,
-        )
+        if settings.ray_address:
+            executor, native_size = await ray_executor(settings)
+        else:
+            executor, native_size = await local_executor(settings)
         await executor.start()
         stack.push_async_callback(executor.stop)
+        if settings.ray_address:
+            place_ray_workers(settings, executor, stack)
         # Closed before the executor stops: what it was following stays in the store for the next start.
-        jobs = await stack.enter_async_context(job_service(settings, store, executor, engine.native_size))
+        jobs = await stack.enter_async_context(job_service(settings, store, executor, native_size))
         async with ImagineBot(settings, store, jobs) as bot:
             assert token is not None
-            await until_discord_answers(
+            await until_it_answers(
                 f"Logging in to Discord at {url or DEFAULT_DISCORD_URL}", login(bot, token)
             )
             if mock:

@@ -96,9 +96,8 @@ class Batcher:
         self.preview_every = preview_every
         self.step_times = step_times or StepTimes()
 
-    @property
-    def accepting(self) -> bool:
-        return True
+    accepting = True
+    gone = False
 
     def cancel(self, job: BatchJob) -> None:
         """Nothing to forward: the loop sees ``job.cancel`` at its next step boundary."""

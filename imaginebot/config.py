@@ -110,6 +110,17 @@ class Settings(BaseSettings):
         description="images of native size per UNet call, two per image with guidance (auto: measured on a "
         "GPU, 512 for the embedded model on a CPU; 1: one job at a time)",
     )
+    ray_address: str | None = Field(
+        None,
+        description="a Ray cluster to run the workers on: auto, host:port or ray://host:10001 (default: "
+        "local workers)",
+    )
+    ray_workers: int | None = Field(
+        None,
+        ge=1,
+        description="Ray workers to place (default: one per GPU of the cluster, or 1 without GPUs)",
+    )
+    ray_cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each Ray worker takes")
     upscale_max_side: int = Field(2048, ge=64, le=8192, description="longest side of an upscaled image")
     mock_port: int = Field(8080, ge=0, le=65535, description="port of the local Discord (0: any free port)")
     mock_host: str = Field("127.0.0.1", description="address the local Discord listens on")

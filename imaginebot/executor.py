@@ -170,6 +170,11 @@ class Worker(Protocol):
         """False while a remote worker is down: it gets no jobs."""
         ...
 
+    @property
+    def gone(self) -> bool:
+        """A remote worker that will not come back: its thread ends."""
+        ...
+
     def run(self, dispatch: Dispatch) -> None:
         """On a thread of its own, until ``dispatch.admit`` says stop."""
         ...
@@ -469,7 +474,7 @@ class Executor:
         with self._cond:
             while True:
                 mine = [e for e in self._running.values() if e.worker == worker]
-                if self._stopping:
+                if self._stopping or me.gone:
                     return [] if mine else None
                 admitted = self._take(worker, mine) if me.accepting else []
                 if admitted:
@@ -491,6 +496,7 @@ class Executor:
                 break  # the head waits for room; nobody behind it jumps the queue
             entry = self._pop()
             entry.worker = worker
+            log.info("job %s: starts on worker %d", entry.job_id, worker)
             self._running[entry.job_id] = entry
             self._emit(entry, Started(entry.job_id))
             admitted.append(entry)

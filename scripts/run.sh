@@ -4,6 +4,12 @@
 # `scripts/run.sh --discord` for real Discord with the settings in .env.
 set -euo pipefail
 BOOTSTRAP_EXTRAS=""
+# Workers on a Ray cluster (IMAGINEBOT_RAY_ADDRESS, in the environment or .env) need the [ray] extra.
+ENV_FILE="$(dirname "${BASH_SOURCE[0]}")/../.env"
+if [ -n "${IMAGINEBOT_RAY_ADDRESS:-}" ] ||
+    { [ -f "$ENV_FILE" ] && grep -qE '^[[:space:]]*IMAGINEBOT_RAY_ADDRESS=[^[:space:]]' "$ENV_FILE"; }; then
+    BOOTSTRAP_EXTRAS="ray"
+fi
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 if [ "$#" = 0 ]; then
     set -- --mock

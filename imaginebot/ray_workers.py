@@ -1,0 +1,277 @@
+"""Workers as Ray actors: one per GPU of a Ray cluster (a lab of GPU PCs, or a box with several GPUs).
+
+The bot keeps Discord, the store, quotas, the fair queue and the job service; an actor
+(``imaginebot-worker-<n>`` in namespace ``imaginebot``, ``num_gpus=1``, or some CPUs on a cluster without
+GPUs) loads the model once and runs the same ``Batcher`` as a local worker.
+
+Per job the bot calls the actor's ``run``, a streaming generator: the job's events (previews, its end
+with the images) come back one by one, in order, as the batcher reports them, and the end of the stream
+is the job's end. Streaming rather than polling or calling back into the bot: Ray keeps the order and
+applies backpressure, the bot needs no address the actors can reach, and a dead actor shows up on the
+stream itself (``RayActorError``). Then the job goes back to the front of the queue and runs elsewhere;
+the actor is restarted by Ray (``max_restarts=-1``, the model loaded again), and its worker takes jobs
+again once it answers. Cancel is a call of its own (``cancel``); the batcher sees it at the next step.
+
+Ray is imported only when ``IMAGINEBOT_RAY_ADDRESS`` is set (the ``[ray]`` extra).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray.exceptions import ActorDiedError, RayActorError
+
+from imaginebot.batcher import Batcher, BatchJob, Dispatch
+from imaginebot.engine.api import Plan
+from imaginebot.work import Event, FinalEvent, JobRequest
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "imaginebot"
+ACTOR_PREFIX = "imaginebot-worker-"
+RETRY_S = 2.0  # between two tries to reach a worker that is down
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What an actor needs to load its engine (picklable: it travels to the node)."""
+
+    model: str  # empty: the embedded model
+    device: str = "auto"
+    dtype: str = "auto"
+    upscale_max_side: int = 2048
+    capacity: float | None = None
+    preview_every: int = 5
+
+
+class WorkerActor:
+    """The remote side (an async Ray actor): an engine, its batcher on a thread, an inbox of jobs."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        from imaginebot.config import EMBEDDED_MODEL
+        from imaginebot.engine import load_engine  # torch and the model load on the node, not in the bot
+
+        engine = load_engine(
+            config.model or str(EMBEDDED_MODEL),  # the embedded model of this node's own install
+            device=config.device,
+            dtype=config.dtype,
+            upscale_max_side=config.upscale_max_side,
+        )
+        capacity = config.capacity or engine.default_capacity()
+        self._batcher = Batcher(engine, capacity=capacity, preview_every=config.preview_every)
+        self._device = str(engine.device)
+        self._cond = threading.Condition()
+        self._inbox: list[BatchJob] = []
+        self._jobs: dict[int, BatchJob] = {}
+        self._streams: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Queue[Event]]] = {}
+        dispatch = Dispatch(admit=self._admit, report=self._report, requeue=_nothing, wake=_nothing)
+        threading.Thread(target=self._batcher.run, args=(dispatch,), name="batcher", daemon=True).start()
+
+    async def info(self) -> dict[str, Any]:
+        return {"capacity": self._batcher.capacity, "device": self._device, "pid": os.getpid()}
+
+    async def run(self, request: JobRequest, plan: Plan) -> AsyncIterator[Event]:
+        """The job's events, ending with its final one (the bot decided it fits this worker)."""
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+        job = BatchJob(request, plan)
+        with self._cond:
+            self._streams[job.job_id] = (asyncio.get_running_loop(), queue)
+            self._jobs[job.job_id] = job
+            self._inbox.append(job)
+            self._cond.notify_all()
+        ended = False
+        try:
+            while not ended:
+                event = await queue.get()
+                ended = isinstance(event, FinalEvent)
+                yield event
+        finally:
+            if not ended:  # the bot stopped listening: nobody wants the images
+                job.cancel_reason = "stop"
+                job.cancel.set()
+
+    async def cancel(self, job_id: int, reason: str) -> None:
+        with self._cond:
+            job = self._jobs.get(job_id)
+        if job is not None:
+            job.cancel_reason = "stop" if reason == "stop" else "user"
+            job.cancel.set()
+
+    def _admit(self, running: Sequence[BatchJob]) -> list[BatchJob]:
+        with self._cond:
+            while not running and not self._inbox:
+                self._cond.wait()
+            admitted, self._inbox = self._inbox, []
+            return admitted
+
+    def _report(self, job: BatchJob, event: Event) -> None:
+        with self._cond:
+            loop, queue = self._streams[job.job_id]
+            if isinstance(event, FinalEvent):
+                del self._streams[job.job_id], self._jobs[job.job_id]
+        loop.call_soon_threadsafe(queue.put_nowait, event)
+
+
+def _nothing(*args: object) -> None:
+    """A worker on its own has no queue to wake or put jobs back into: the bot does that."""
+
+
+class RayWorker:
+    """The bot's side of one actor: a ``Worker`` for the executor. Its thread only waits for room and
+    starts jobs; each job's stream is followed on the bot's event loop."""
+
+    waits_for_room = True
+
+    def __init__(self, actor: Any, name: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.actor, self.name = actor, name
+        self.capacity: float | None = None
+        self._loop = loop
+        self._up = False
+        self._gone = False
+        self._dispatch: Dispatch | None = None
+        self._recovering = False
+
+    @property
+    def accepting(self) -> bool:
+        return self._up
+
+    @property
+    def gone(self) -> bool:
+        return self._gone
+
+    def run(self, dispatch: Dispatch) -> None:
+        self._dispatch = dispatch
+        asyncio.run_coroutine_threadsafe(self._recover(), self._loop)
+        while (admitted := dispatch.admit(())) is not None:
+            for job in admitted:
+                asyncio.run_coroutine_threadsafe(self._follow(job), self._loop)
+
+    def cancel(self, job: BatchJob) -> None:
+        self.actor.cancel.remote(job.job_id, job.cancel_reason)
+
+    async def _follow(self, job: BatchJob) -> None:
+        assert self._dispatch is not None
+        try:
+            stream = self.actor.run.options(num_returns="streaming").remote(job.request, job.plan)
+            async for ref in stream:
+                event = await ref
+                self._dispatch.report(job, event)
+                if isinstance(event, FinalEvent):
+                    return
+            raise RayActorError("the stream ended before the job did")
+        except RayActorError as e:
+            log.warning("%s: lost job %s (%s)", self.name, job.job_id, type(e).__name__)
+            self._up = False
+            self._dispatch.requeue(job)
+            await self._recover()
+
+    async def _recover(self) -> None:
+        """Until the actor answers (loaded, or restarted by Ray): then it takes jobs again."""
+        assert self._dispatch is not None
+        if self._recovering:
+            return
+        self._recovering = True
+        try:
+            while True:
+                try:
+                    info = await self.actor.info.remote()
+                    break
+                except ActorDiedError as e:  # dead for good: Ray will not restart it
+                    log.error("%s is gone: %s", self.name, e)
+                    self._gone = True
+                    self._dispatch.wake()
+                    return
+                except RayActorError:  # restarting, or its node is unreachable for now
+                    pass
+                await asyncio.sleep(RETRY_S)
+            self.capacity = float(info["capacity"])
+            self._up = True
+            log.info(
+                "%s ready on %s (pid %s), %.0f samples per UNet call",
+                self.name,
+                info["device"],
+                info["pid"],
+                self.capacity,
+            )
+            self._dispatch.wake()
+        finally:
+            self._recovering = False
+
+
+def place_worker(index: int, config: WorkerConfig, *, num_gpus: float, num_cpus: float) -> Any:
+    """Create actor ``imaginebot-worker-<index>``; Ray places it where a GPU (or the CPUs) is free, at
+    once or when a node with one joins."""
+    actor_class: Any = ray.remote(WorkerActor)
+    return actor_class.options(
+        name=f"{ACTOR_PREFIX}{index}",
+        namespace=NAMESPACE,
+        num_gpus=num_gpus,
+        num_cpus=num_cpus,
+        max_restarts=-1,
+        max_task_retries=0,
+        max_concurrency=1000,  # every job's stream is a call that stays open
+    ).remote(config)
+
+
+class RayWorkers:
+    """Places workers on the cluster and keeps their number: one per GPU (or a fixed number on a cluster
+    without GPUs), more as GPU nodes join."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        add_worker: Callable[[RayWorker], None],
+        *,
+        workers: int | None = None,
+        cpus_per_worker: float = 1.0,
+        poll_s: float = 10.0,
+    ) -> None:
+        self.config, self.add_worker = config, add_worker
+        self.fixed, self.cpus_per_worker, self.poll_s = workers, cpus_per_worker, poll_s
+        self.placed: list[RayWorker] = []
+
+    def wanted(self) -> tuple[int, float]:
+        """(how many workers, GPUs each)."""
+        gpus = int(ray.cluster_resources().get("GPU", 0))  # type: ignore[no-untyped-call]
+        if self.fixed is not None:
+            return self.fixed, 1.0 if gpus else 0.0
+        return (gpus, 1.0) if gpus else (1, 0.0)
+
+    def top_up(self) -> None:
+        count, gpus = self.wanted()
+        loop = asyncio.get_running_loop()
+        while len(self.placed) < count:
+            index = len(self.placed)
+            actor = place_worker(index, self.config, num_gpus=gpus, num_cpus=self.cpus_per_worker)
+            worker = RayWorker(actor, f"{ACTOR_PREFIX}{index}", loop)
+            self.placed.append(worker)
+            log.info("placed %s (%s)", worker.name, "1 GPU" if gpus else f"{self.cpus_per_worker:g} CPU")
+            self.add_worker(worker)
+
+    async def watch(self) -> None:
+        """Add workers as GPUs join the cluster (run as a task for the bot's lifetime)."""
+        while True:
+            await asyncio.sleep(self.poll_s)
+            with contextlib.suppress(Exception):  # a cluster that does not answer now may later
+                self.top_up()
+
+
+def connect(address: str) -> None:
+    """Join the cluster at ``address`` (``auto``, ``host:port`` or ``ray://host:10001``); its token
+    authentication applies (``RAY_AUTH_MODE=token``, the token in ``~/.ray/auth_token``)."""
+    if ray.is_initialized():
+        return
+    ray.init(
+        address=address,
+        namespace=NAMESPACE,
+        log_to_driver=False,
+        logging_level=logging.WARNING,
+    )

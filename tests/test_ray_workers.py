@@ -1,0 +1,117 @@
+"""Workers as Ray actors on a local Ray cluster (started in this process), running the embedded model on
+the CPU: jobs spread over two workers in the fair order, previews stream back, cancel reaches a remote
+job, and a worker process killed mid-job loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from imaginebot.config import EMBEDDED_MODEL  # noqa: E402
+from imaginebot.engine.api import GenerateSpec  # noqa: E402
+from imaginebot.engine.planning import Planner  # noqa: E402
+from imaginebot.executor import (  # noqa: E402
+    Cancelled,
+    Done,
+    Event,
+    Executor,
+    JobHandle,
+    JobRequest,
+    Progress,
+    Started,
+)
+from imaginebot.ray_workers import ACTOR_PREFIX, NAMESPACE, RayWorkers, WorkerConfig  # noqa: E402
+from imaginebot.store_models import JobKind  # noqa: E402
+
+pytestmark = pytest.mark.slow
+A, B, C = 1, 2, 3
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[None]:
+    ray.init(num_cpus=4, namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+async def executor(cluster: None) -> AsyncIterator[Executor]:
+    """An executor with two Ray workers of one job at a time each (a four-image job costs 8)."""
+    ex = Executor(planner=Planner.from_folder(EMBEDDED_MODEL), max_queued_per_user=5, preview_every=2)
+    await ex.start()
+    workers = RayWorkers(WorkerConfig(model="", capacity=8, preview_every=2), ex.add_worker, workers=2)
+    workers.top_up()
+    yield ex
+    await ex.stop()
+    for worker in workers.placed:
+        ray.kill(worker.actor)
+
+
+def job(job_id: int, user: int, steps: int = 6) -> JobRequest:
+    spec = GenerateSpec(
+        f"a red circle {job_id}", width=64, height=64, num_inference_steps=steps, seeds=(1, 2, 3, 4)
+    )
+    return JobRequest(job_id, user, JobKind.IMAGINE, spec)
+
+
+async def first(handle: JobHandle, kind: type[Event]) -> Event:
+    async for event in handle.events():
+        if isinstance(event, kind):
+            return event
+    raise AssertionError(f"job {handle.job_id} ended without {kind.__name__}")
+
+
+async def test_jobs_spread_over_two_workers_in_fair_order(
+    executor: Executor, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="imaginebot.executor")
+    started: list[int] = []
+
+    def record(event: Event) -> None:
+        if isinstance(event, Started):
+            started.append(event.job_id)
+
+    handles = [executor.submit(job(i, A), on_event=record) for i in (1, 2, 3)]
+    handles.append(executor.submit(job(4, B), on_event=record))
+    previews: list[Progress] = []
+    for handle in handles:
+        async for event in handle.events():
+            if isinstance(event, Progress):
+                previews.append(event)
+        assert isinstance(handle.final, Done) and len(handle.final.result.images) == 4
+        assert handle.final.result.images[0].size == (64, 64)
+    assert previews  # they streamed back from the actors
+    assert set(started[:2]) == {1, 4}  # B is served before A's second job
+    workers = {line.rsplit(" ", 1)[-1] for line in caplog.messages if "starts on worker" in line}
+    assert workers == {"0", "1"}
+
+
+async def test_cancel_reaches_a_remote_job(executor: Executor) -> None:
+    handle = executor.submit(job(10, A, steps=200))
+    await first(handle, Progress)
+    assert executor.cancel(10)
+    assert await asyncio.wait_for(handle.wait(), 60) == Cancelled(10)
+    after = executor.submit(job(11, B, steps=2))  # the worker carries on
+    assert isinstance(await asyncio.wait_for(after.wait(), 120), Done)
+
+
+async def test_a_worker_killed_mid_job_loses_nothing(
+    executor: Executor, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    handles = [executor.submit(job(20 + i, user, steps=30)) for i, user in enumerate((A, B, C))]
+    await first(handles[0], Progress)
+    await first(handles[1], Progress)  # both workers are mid-job now
+    actor = ray.get_actor(f"{ACTOR_PREFIX}0", namespace=NAMESPACE)
+    os.kill((await actor.info.remote())["pid"], signal.SIGKILL)
+    finals = await asyncio.wait_for(asyncio.gather(*(h.wait() for h in handles)), 300)
+    assert all(isinstance(f, Done) and len(f.result.images) == 4 for f in finals)
+    lost = [m for m in caplog.messages if "back to the front of the queue" in m]
+    assert len(lost) == 1  # the killed worker's job ran again elsewhere (or on the restarted worker)

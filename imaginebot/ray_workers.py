@@ -250,7 +250,11 @@ class RayWorkers:
         loop = asyncio.get_running_loop()
         while len(self.placed) < count:
             index = len(self.placed)
-            actor = place_worker(index, self.config, num_gpus=gpus, num_cpus=self.cpus_per_worker)
+            try:
+                actor = place_worker(index, self.config, num_gpus=gpus, num_cpus=self.cpus_per_worker)
+            except ValueError as e:  # the name is still taken by the last run's actor, on its way out
+                log.warning("%s%d: %s; trying again in %.0f s", ACTOR_PREFIX, index, e, self.poll_s)
+                return
             worker = RayWorker(actor, f"{ACTOR_PREFIX}{index}", loop)
             self.placed.append(worker)
             log.info("placed %s (%s)", worker.name, "1 GPU" if gpus else f"{self.cpus_per_worker:g} CPU")

@@ -7,11 +7,14 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import sqlite3
+import subprocess
 import sys
-from collections.abc import AsyncIterator
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -220,3 +223,69 @@ async def test_two_devices_two_workers(tmp_path: Path, bots: list[BotProcess]) -
     # one job at a time per worker, two jobs at once: each worker ran one
     assert "joins the batch on imaginebot-worker-0" in bot.output
     assert "joins the batch on imaginebot-worker-1" in bot.output
+
+
+@pytest.fixture
+def ray_cluster() -> Iterator[str]:
+    """``ray start --head`` on the loopback, as README's lab set-up does on the bot's machine."""
+    pytest.importorskip("ray")
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    port = free_port()
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # bind to 127.0.0.1 on these machines
+    start = [ray_cli, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false"]
+    subprocess.run([*start, f"--temp-dir={temp_dir}"], env=env, check=True, capture_output=True)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+async def test_the_bot_uses_every_worker_of_a_ray_cluster_and_loses_no_job_when_one_is_killed(
+    tmp_path: Path, bots: list[BotProcess], ray_cluster: str
+) -> None:
+    data_dir = tmp_path / "data"
+    ray_env = {
+        "IMAGINEBOT_RAY_ADDRESS": ray_cluster,
+        "IMAGINEBOT_RAY_WORKERS": "2",
+        "IMAGINEBOT_BATCH_CAPACITY": "8",  # one four-image job per worker at a time
+        "RAY_AUTH_MODE": "token",
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    }
+    async with run_mock_discord(bot_token=TOKEN) as server:
+        bot = await BotProcess(server.url, data_dir, **ray_env).start()
+        bots.append(bot)
+        await server.wait_for_commands(timeout=STARTUP)
+        await bot.wait_for_line(r"imaginebot-worker-1 ready on", timeout=STARTUP)
+        users = (server.alice, server.bob, server.user("carol"))
+        interactions = [
+            await server.send_command("imagine", {"prompt": f"a red circle --steps 40 --seed {i}"}, user=user)
+            for i, user in enumerate(users)
+        ]
+        await bot.wait_for_line(r"job \d+: starts on worker 1")
+        pids = [int(m) for line in bot.lines for m in re.findall(r"ready on \S+ \(pid (\d+)\)", line)]
+        os.kill(pids[0], signal.SIGKILL)  # a PC switched off mid-lesson
+        for interaction in interactions:
+            await server.wait_for_message(grid_of(interaction), timeout=STARTUP)
+
+        # the bot itself dies with jobs queued: the next start runs them on the cluster again
+        queued = [
+            await server.send_command(
+                "imagine", {"prompt": f"a blue square --steps 40 --seed {i}"}, user=user
+            )
+            for i, user in enumerate(users)
+        ]
+        await bot.wait_for_line(r"job \d+: queued", count=6)  # in the store: the next start will see them
+        await bot.stop(signal.SIGKILL)
+        again = await BotProcess(server.url, data_dir, **ray_env).start()
+        bots.append(again)
+        for interaction in queued:
+            await server.wait_for_message(grid_of(interaction), timeout=STARTUP)
+        await again.stop()
+    assert "back to the front of the queue" in bot.output
+    assert re.search(r"starts on worker 0", bot.output) and re.search(r"starts on worker 1", bot.output)
+    with contextlib.closing(sqlite3.connect(data_dir / "imaginebot.db")) as db:
+        charged = [row[0] for row in db.execute("SELECT charged FROM jobs")]
+    assert charged == [4] * 6  # each charged once
+    assert "Traceback" not in bot.output and "Traceback" not in again.output

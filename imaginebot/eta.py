@@ -9,7 +9,6 @@ ones of other users are put ahead by the fair queue, and preparing and decoding 
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections import deque
 from collections.abc import Hashable, Sequence
@@ -69,6 +68,14 @@ class StepTimes:
         return 0.0, mean_seconds / max(mean_cost, 1e-9)
 
 
+@dataclass(frozen=True)
+class Forecast:
+    """When a queued job starts, and ends (None: not played that far)."""
+
+    start: float
+    end: float | None = None
+
+
 def estimate_starts(
     running: Sequence[Sequence[Work]],
     queued: Sequence[Work],
@@ -78,34 +85,55 @@ def estimate_starts(
 ) -> list[float]:
     """Seconds from now until each queued job (in queue order) starts, one list of running jobs and one
     capacity per worker."""
+    return [f.start for f in play_forward(running, queued, capacities, line, job_overhead)]
+
+
+def play_forward(
+    running: Sequence[Sequence[Work]],
+    queued: Sequence[Work],
+    capacities: Sequence[float],
+    line: tuple[float, float],
+    job_overhead: float = 0.0,
+    *,
+    to_the_end: bool = False,
+) -> list[Forecast]:
+    """The workers' rules played forward: each queued job's start, and with ``to_the_end`` its end too."""
     fixed, per_cost = line
-    active = [list(jobs) for jobs in running]
+    # (index in queued, or -1 for a job already running; the job)
+    active: list[list[tuple[int, Work]]] = [[(-1, job) for job in jobs] for jobs in running]
     clocks = [0.0] * len(active)
     turns = [0] * len(active)
-    queue = deque(queued)
-    starts: list[float] = []
+    queue = deque(enumerate(queued))
+    starts: dict[int, float] = {}
+    ends: dict[int, float] = {}
     for _ in range(SIMULATED_STEPS):
-        if not queue:
+        if not queue and not (to_the_end and len(ends) < len(starts)):
             break
-        worker = min(range(len(active)), key=clocks.__getitem__)  # the first to reach a step boundary
+        # the first worker to reach a step boundary (with the queue empty: of those with work left)
+        candidates = range(len(active)) if queue else [w for w in range(len(active)) if active[w]]
+        worker = min(candidates, key=clocks.__getitem__)
         jobs = active[worker]
-        while queue and fits(_load(jobs, queue[0].group), queue[0].cost, capacities[worker]):
-            starts.append(clocks[worker])
-            jobs.append(queue.popleft())
+        while queue and _takes(active, worker, queue[0][1], capacities):
+            index, job = queue.popleft()
+            starts[index] = clocks[worker]
+            jobs.append((index, job))
             clocks[worker] += job_overhead
-        groups = list(dict.fromkeys(job.group for job in jobs))
+        groups = list(dict.fromkeys(job.group for _, job in jobs))
         group = groups[turns[worker] % len(groups)]
         turns[worker] += 1
-        batch = [job for job in jobs if job.group == group]
-        clocks[worker] += fixed + per_cost * sum(job.cost for job in batch)
-        active[worker] = [
-            replace(job, steps_left=job.steps_left - 1) if job.group == group else job
-            for job in jobs
-            if job.group != group or job.steps_left > 1
-        ]
+        clocks[worker] += fixed + per_cost * sum(job.cost for _, job in jobs if job.group == group)
+        left: list[tuple[int, Work]] = []
+        for index, job in jobs:
+            if job.group != group:
+                left.append((index, job))
+            elif job.steps_left > 1:
+                left.append((index, replace(job, steps_left=job.steps_left - 1)))
+            elif index >= 0:
+                ends[index] = clocks[worker]
+        active[worker] = left
     # a queue longer than the bound: the rest start no sooner than the last estimate
-    last = starts[-1] if starts else 0.0
-    return starts + list(itertools.repeat(last, len(queue)))
+    last = max(starts.values(), default=0.0)
+    return [Forecast(starts.get(i, last), ends.get(i)) for i in range(len(queued))]
 
 
 def fits(load: float, cost: float, capacity: float) -> bool:
@@ -114,5 +142,18 @@ def fits(load: float, cost: float, capacity: float) -> bool:
     return load == 0 or load + cost <= capacity
 
 
-def _load(jobs: Sequence[Work], group: Hashable) -> float:
-    return sum(job.cost for job in jobs if job.group == group)
+def _takes(active: list[list[tuple[int, Work]]], worker: int, job: Work, capacities: Sequence[float]) -> bool:
+    """The executor's rule: a worker takes the head of the queue if it fits there and no other worker
+    with less work has room for it."""
+    if not fits(_load(active[worker], job.group), job.cost, capacities[worker]):
+        return False
+    mine = _load(active[worker])
+    return not any(
+        _load(jobs) < mine and fits(_load(jobs, job.group), job.cost, capacities[other])
+        for other, jobs in enumerate(active)
+        if other != worker
+    )
+
+
+def _load(jobs: Sequence[tuple[int, Work]], group: Hashable | None = None) -> float:
+    return sum(job.cost for _, job in jobs if group is None or job.group == group)

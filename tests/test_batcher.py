@@ -165,3 +165,21 @@ async def test_queue_positions_carry_an_estimated_start() -> None:
 def test_a_capacity_below_one_sample_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 1 sample"):
         Executor(FakeEngine(), capacity=0.5)
+
+
+async def test_jobs_spread_over_workers_rather_than_fill_the_first() -> None:
+    engines = [FakeEngine(steps_per_permit=True, capacity=100) for _ in range(2)]
+    async with asyncio.timeout(30), Executor(engines, max_queued_per_user=5) as ex:  # type: ignore[arg-type]
+        handles = [ex.submit(job(1, A, "j1"))]
+        await first(handles[0], Started)  # one worker holds j1 in its first step
+        handles.append(ex.submit(job(2, B, "j2")))
+        await first(handles[1], Started)  # the other one took j2
+        first_engine = 0 if engines[0].calls == [("generate", "j1")] else 1
+        handles += [ex.submit(job(i, A + i, f"j{i}")) for i in (3, 4, 5, 6)]
+        engines[first_engine].permits.release()  # type: ignore[union-attr]
+        await first(handles[2], Started)  # j1's worker reached a step boundary and took j3...
+        await asyncio.sleep(0.05)
+        assert list(ex.positions()) == [4, 5, 6]  # ...but not j4: the other worker has less to do
+        for engine in engines:
+            engine.permits.release(100)  # type: ignore[union-attr]
+        await asyncio.gather(*(h.wait() for h in handles))

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from imaginebot.eta import StepTimes, Work, estimate_starts, fits
+from imaginebot.eta import StepTimes, Work, estimate_starts, fits, play_forward
 
 SQUARE, WIDE = (8, 8), (8, 16)
 
@@ -69,3 +69,22 @@ def test_step_times_fit_a_line_in_the_cost() -> None:
 def test_the_admission_rule() -> None:
     assert fits(load=0, cost=100, capacity=8)  # alone, whatever its size
     assert fits(load=4, cost=4, capacity=8) and not fits(load=6, cost=4, capacity=8)
+
+
+def test_played_to_the_end_each_job_gets_its_end_too() -> None:
+    queued = [Work(SQUARE, 1, 2)] * 2
+    alone = play_forward([[]], queued, capacities=[1], line=(1.0, 0.0), to_the_end=True)
+    assert [(f.start, f.end) for f in alone] == [(0.0, 2.0), (2.0, 4.0)]
+    two = play_forward([[], []], queued, capacities=[1, 1], line=(1.0, 0.0), to_the_end=True)
+    assert [(f.start, f.end) for f in two] == [(0.0, 2.0), (0.0, 2.0)]
+    batched = play_forward([[]], queued, capacities=[2], line=(1.0, 0.5), to_the_end=True)
+    assert [(f.start, f.end) for f in batched] == [(0.0, 4.0), (0.0, 4.0)]  # two steps of 1 + 0.5 × 2
+
+
+def test_jobs_spread_over_workers_in_the_forecast_as_in_the_executor() -> None:
+    queued = [Work(SQUARE, 1, 2)] * 4
+    spread = play_forward([[], []], queued, capacities=[100, 100], line=(1.0, 0.5), to_the_end=True)
+    # w0 takes job 0, leaves job 1 to the idle w1, which takes jobs 1 and 2; w0 then takes job 3
+    assert [f.end for f in spread] == [3.5, 4.0, 4.0, 5.0]
+    one = play_forward([[]], queued, capacities=[100], line=(1.0, 0.5), to_the_end=True)
+    assert [f.end for f in one] == [6.0] * 4  # all four in one batch: two steps of 1 + 0.5 × 4

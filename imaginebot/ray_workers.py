@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -273,6 +274,14 @@ def connect(address: str) -> None:
     authentication applies (``RAY_AUTH_MODE=token``, the token in ``~/.ray/auth_token``)."""
     if ray.is_initialized():
         return
+    if address != "auto":
+        # Ray's own connect retries for minutes with a log line each few seconds; a plain TCP probe first
+        # lets the bot say "unreachable" in one line per try and back off.
+        host, _, port = address.removeprefix("ray://").rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+        except OSError as e:
+            raise ConnectionError(f"nothing answers at {host}:{port} ({e.strerror or e})") from None
     ray.init(
         address=address,
         namespace=NAMESPACE,

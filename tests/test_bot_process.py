@@ -225,21 +225,27 @@ async def test_two_devices_two_workers(tmp_path: Path, bots: list[BotProcess]) -
     assert "joins the batch on imaginebot-worker-1" in bot.output
 
 
-@pytest.fixture
-def ray_cluster() -> Iterator[str]:
+@contextlib.contextmanager
+def ray_head(port: int) -> Iterator[None]:
     """``ray start --head`` on the loopback, as README's lab set-up does on the bot's machine."""
-    pytest.importorskip("ray")
-    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
     ray_cli = str(Path(sys.executable).with_name("ray"))
-    port = free_port()
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # bind to 127.0.0.1 on these machines
     start = [ray_cli, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false"]
     subprocess.run([*start, f"--temp-dir={temp_dir}"], env=env, check=True, capture_output=True)
     try:
-        yield f"127.0.0.1:{port}"
+        yield
     finally:
         subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def ray_cluster() -> Iterator[str]:
+    pytest.importorskip("ray")
+    port = free_port()
+    with ray_head(port):
+        yield f"127.0.0.1:{port}"
 
 
 async def test_the_bot_uses_every_worker_of_a_ray_cluster_and_loses_no_job_when_one_is_killed(
@@ -289,3 +295,27 @@ async def test_the_bot_uses_every_worker_of_a_ray_cluster_and_loses_no_job_when_
         charged = [row[0] for row in db.execute("SELECT charged FROM jobs")]
     assert charged == [4] * 6  # each charged once
     assert "Traceback" not in bot.output and "Traceback" not in again.output
+
+
+async def test_an_unreachable_ray_cluster_is_one_line_per_try_until_it_answers(
+    tmp_path: Path, bots: list[BotProcess]
+) -> None:
+    pytest.importorskip("ray")
+    port = free_port()
+    ray_env = {
+        "IMAGINEBOT_RAY_ADDRESS": f"127.0.0.1:{port}",
+        "RAY_AUTH_MODE": "token",
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    }
+    async with run_mock_discord(bot_token=TOKEN) as server:
+        bot = await BotProcess(server.url, tmp_path / "data", **ray_env).start()
+        bots.append(bot)
+        lines = await bot.wait_for_line(
+            r"Connecting to the Ray cluster at .* failed: .*Trying again", count=2
+        )
+        assert f"nothing answers at 127.0.0.1:{port}" in lines[0]
+        with ray_head(port):
+            await bot.wait_for_line(r"imaginebot-worker-0 ready on", timeout=STARTUP)
+            await server.wait_for_commands(timeout=STARTUP)
+            await bot.stop()
+    assert "Traceback" not in bot.output

@@ -249,7 +249,7 @@ class RayWorkers:
     def top_up(self) -> None:
         count, gpus = self.wanted()
         loop = asyncio.get_running_loop()
-        while len(self.placed) < count:
+        while len([w for w in self.placed if not w.gone]) < count:  # a gone worker is replaced
             index = len(self.placed)
             try:
                 actor = place_worker(index, self.config, num_gpus=gpus, num_cpus=self.cpus_per_worker)

@@ -190,13 +190,15 @@ async def local_executor(settings: Settings) -> tuple[Executor, int]:
     return executor, engines[0].native_size
 
 
-async def ray_executor(settings: Settings) -> tuple[Executor, int]:
+async def ray_executor(settings: Settings, stack: contextlib.AsyncExitStack) -> tuple[Executor, int]:
     """Workers on a Ray cluster: the bot plans from the model's configs and loads no weights itself."""
     from imaginebot.engine.loading import find_model_folder
     from imaginebot.engine.planning import Planner
 
     try:
-        from imaginebot.ray_workers import connect
+        import ray
+
+        from imaginebot.ray_workers import connect, probe
     except ImportError:
         raise ConfigError(
             "IMAGINEBOT_RAY_ADDRESS is set but Ray is not installed here; scripts/run.sh installs it "
@@ -206,8 +208,10 @@ async def ray_executor(settings: Settings) -> tuple[Executor, int]:
     address = settings.ray_address
     assert address is not None
     await until_it_answers(
-        f"Connecting to the Ray cluster at {address}", lambda: asyncio.to_thread(connect, address)
+        f"Connecting to the Ray cluster at {address}", lambda: asyncio.to_thread(probe, address)
     )
+    connect(address)  # a second or two, before anything else runs
+    stack.callback(ray.shutdown)
     folder = await asyncio.to_thread(find_model_folder, settings.model_path)
     planner = Planner.from_folder(folder, upscale_max_side=settings.upscale_max_side)
     executor = Executor(
@@ -264,7 +268,7 @@ async def run(settings: Settings, *, mock: bool) -> None:
         store = await Store.open(data_dir, default_daily_images=settings.quota_per_day)
         stack.push_async_callback(store.close)
         if settings.ray_address:
-            executor, native_size = await ray_executor(settings)
+            executor, native_size = await ray_executor(settings, stack)
         else:
             executor, native_size = await local_executor(settings)
         await executor.start()

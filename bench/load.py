@@ -3,6 +3,7 @@
     .venv/bin/python bench/load.py                      # 50 users, the embedded model
     .venv/bin/python bench/load.py --users 20 --tiny-random --steps 6
     .venv/bin/python bench/load.py --only batched       # one run, no comparison
+    .venv/bin/python bench/load.py --ray --workers 2    # the bot's workers on a Ray cluster
 
 The same crowd runs twice, each time against a fresh local Discord, a fresh bot and a fresh data dir: once
 one job at a time (``IMAGINEBOT_BATCH_CAPACITY=1``), once batched (the bot's default capacity, or
@@ -11,9 +12,15 @@ it, so its memory is its own. The local Discord runs here, with Discord's rate l
 interaction from the moment the user sends it: the acknowledgement (Discord's limit: 3 s), the first
 preview (or the grid, for a job that ended before a preview was shown), the grid. Each run prints p50/p99
 of each, jobs completed against submitted, throughput (grids per second from the first command sent to
-the last grid) and the bot process's peak memory (RSS). The last line compares the two runs:
+the last grid) and the peak memory (RSS) of the bot process and its children. The last line compares the
+two runs:
 
     batched vs one at a time: grid p99 ratio R1, first preview p99 ratio R2, throughput ratio R3
+
+``--ray``: both runs on ``--workers`` Ray workers (default 2, one CPU each) instead of the bot's own: a
+``ray start --head`` cluster on 127.0.0.1 for the whole benchmark, the bot joining it with
+``IMAGINEBOT_RAY_ADDRESS`` and ``IMAGINEBOT_RAY_WORKERS``. The crowd is sent once every worker has loaded
+the model, and the peak memory is that of the bot and its worker processes (not the cluster's own).
 
 Exits non-zero if, in either run, a job was lost or an acknowledgement took 3 s or more.
 """
@@ -22,7 +29,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -40,6 +49,10 @@ from imaginebot.mockdiscord.state import StateEvent  # noqa: E402
 
 DISCORD_ACK_LIMIT = 3.0
 CAPACITY_ENV = "IMAGINEBOT_BATCH_CAPACITY"
+# the bot's line for a Ray worker that has loaded the model (IMAGINEBOT_LOG_LEVEL=INFO)
+WORKER_READY = re.compile(r"(imaginebot-worker-\d+) ready on \S+ \(pid (\d+)\)")
+INFO_LINE = re.compile(r"^\S+ \S+ \S*INFO\b")  # discord.py's format, with or without colours
+RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # bind to 127.0.0.1 on these machines
 
 
 @dataclass
@@ -57,7 +70,7 @@ class RunResult:
     grid_p99: float
     first_preview_p99: float
     throughput: float  # grids per second, from the first command sent to the last grid
-    peak_memory: int  # bytes of RSS, the bot and its children
+    peak_memory: int  # bytes of RSS, the bot, its children and its Ray workers
     ok: bool  # every job completed and every acknowledgement came in under 3 s
 
 
@@ -77,21 +90,48 @@ def summary(name: str, values: list[float]) -> str:
     )
 
 
-async def watch_memory(pid: int, peak: list[int], stop: asyncio.Event) -> None:
+def rss(process: psutil.Process) -> int:
+    with contextlib.suppress(psutil.Error):  # gone since it was listed
+        return process.memory_info().rss
+    return 0
+
+
+async def watch_memory(pid: int, workers: dict[str, int], peak: list[int], stop: asyncio.Event) -> None:
+    """The bot, its children and its Ray workers (``workers``: name -> pid, filled in as they come up)."""
     process = psutil.Process(pid)
     while not stop.is_set():
         try:
-            rss = process.memory_info().rss + sum(
-                c.memory_info().rss for c in process.children(recursive=True)
-            )
+            processes = [process, *process.children(recursive=True)]
         except psutil.Error:
             return
-        peak[0] = max(peak[0], rss)
+        for worker in workers.values():
+            with contextlib.suppress(psutil.Error):
+                processes.append(psutil.Process(worker))
+        peak[0] = max(peak[0], sum(rss(p) for p in processes))
         await asyncio.sleep(0.1)
 
 
-async def run_crowd(args: argparse.Namespace, label: str, capacity: int | None, model: str) -> RunResult:
-    """Send the crowd to a fresh bot with ``capacity`` samples per UNet call (None: the bot's default)."""
+async def follow_log(stream: asyncio.StreamReader, workers: dict[str, int]) -> None:
+    """Pass the bot's log through, INFO lines aside, noting each Ray worker's pid once it is ready."""
+    while line := (await stream.readline()).decode(errors="replace"):
+        if ready := WORKER_READY.search(line):
+            workers[ready[1]] = int(ready[2])  # a restarted worker comes back with a new pid
+        if not INFO_LINE.match(line):
+            sys.stderr.write(line)
+
+
+async def wait_for_workers(bot: asyncio.subprocess.Process, workers: dict[str, int], count: int) -> None:
+    while len(workers) < count:
+        if bot.returncode is not None:
+            raise RuntimeError(f"the bot exited with {bot.returncode} before its Ray workers were ready")
+        await asyncio.sleep(0.2)
+
+
+async def run_crowd(
+    args: argparse.Namespace, label: str, capacity: int | None, model: str, ray_address: str | None
+) -> RunResult:
+    """Send the crowd to a fresh bot with ``capacity`` samples per UNet call (None: the bot's default), its
+    workers on the Ray cluster at ``ray_address`` if given."""
     workdir = Path(tempfile.mkdtemp(prefix=f"imaginebot-load-{label.replace(' ', '-')}-"))
     async with run_mock_discord(rate_limits=True) as server:
         users = [server.add_user(f"student{i:03d}") for i in range(args.users)]
@@ -108,14 +148,30 @@ async def run_crowd(args: argparse.Namespace, label: str, capacity: int | None, 
             env[CAPACITY_ENV] = str(capacity)
         if model:
             env["IMAGINEBOT_MODEL"] = model
+        if ray_address:
+            env |= RAY_ENV | {
+                "IMAGINEBOT_RAY_ADDRESS": ray_address,
+                "IMAGINEBOT_RAY_WORKERS": str(args.workers),
+                "RAY_AUTH_MODE": "token",
+                "IMAGINEBOT_LOG_LEVEL": "INFO",  # for the line that says a worker is ready, and its pid
+            }
         bot = await asyncio.create_subprocess_exec(
-            sys.executable, str(ROOT / "bot.py"), "--discord-url", server.url, cwd=workdir, env=env
+            *(sys.executable, str(ROOT / "bot.py"), "--discord-url", server.url),
+            cwd=workdir,
+            env=env,
+            stderr=asyncio.subprocess.PIPE,
         )
+        assert bot.stderr is not None
+        workers: dict[str, int] = {}
+        log = asyncio.create_task(follow_log(bot.stderr, workers))
         peak, stop = [0], asyncio.Event()
-        memory = asyncio.create_task(watch_memory(bot.pid, peak, stop))
+        memory = asyncio.create_task(watch_memory(bot.pid, workers, peak, stop))
         timings: dict[int, Timing] = {}
         try:
             await server.wait_for_commands(timeout=args.startup_timeout)
+            if ray_address:  # unlike local workers, Ray workers load the model after the bot has logged in
+                async with asyncio.timeout(args.startup_timeout):
+                    await wait_for_workers(bot, workers, args.workers)
 
             def on_event(event: StateEvent) -> None:
                 interaction = event.interaction or (event.message.interaction if event.message else None)
@@ -160,6 +216,7 @@ async def run_crowd(args: argparse.Namespace, label: str, capacity: int | None, 
             if bot.returncode is None:
                 bot.terminate()
             await asyncio.wait_for(bot.wait(), 30)
+            await log
 
     done = [t for t in timings.values() if t.grid is not None]
     acks = [t.ack for t in timings.values() if t.ack is not None]
@@ -180,7 +237,8 @@ async def run_crowd(args: argparse.Namespace, label: str, capacity: int | None, 
     print(f"[{label}] " + summary("time to grid", grids))
     print(f"[{label}] {'jobs completed':<22} {len(done)} of {len(timings)} submitted")
     print(f"[{label}] {'throughput':<22} {throughput:.3f} grids/s")
-    print(f"[{label}] {'bot peak memory':<22} {peak[0] / 2**20:.0f} MiB RSS")
+    measured = f"the bot and its {len(workers)} Ray worker processes" if ray_address else "the bot"
+    print(f"[{label}] {'peak memory':<22} {peak[0] / 2**20:.0f} MiB RSS ({measured})")
     late = [a for a in acks if a >= DISCORD_ACK_LIMIT]
     missing_acks = len(timings) - len(acks)
     if late or missing_acks:
@@ -212,7 +270,17 @@ async def main(args: argparse.Namespace) -> int:
     runs = {"single": ("one at a time", 1), "batched": ("batched", args.capacity)}
     if args.only:
         runs = {args.only: runs[args.only]}
-    results = {key: await run_crowd(args, label, capacity, model) for key, (label, capacity) in runs.items()}
+    with contextlib.ExitStack() as stack:
+        address = None
+        if args.ray:
+            from imaginebot.ray_workers import local_head
+
+            address = stack.enter_context(local_head(cpus=max(2, args.workers)))
+        where = f" on {args.workers} Ray workers" if args.ray else ""
+        results = {
+            key: await run_crowd(args, label + where, capacity, model, address)
+            for key, (label, capacity) in runs.items()
+        }
     if len(results) == 2:
         single, batched = results["single"], results["batched"]
         print(
@@ -241,6 +309,12 @@ if __name__ == "__main__":
     parser.add_argument(
         "--only", choices=("single", "batched"), help="run one side only (no comparison line)"
     )
+    parser.add_argument("--ray", action="store_true", help="the bot's workers on a local Ray cluster")
+    parser.add_argument("--workers", type=int, help="Ray workers, one CPU each (default 2; with --ray)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for every grid")
     parser.add_argument("--startup-timeout", type=float, default=300)
-    sys.exit(asyncio.run(main(parser.parse_args())))
+    args = parser.parse_args()
+    if args.workers is not None and not args.ray:
+        parser.error("--workers needs --ray")
+    args.workers = args.workers or 2
+    sys.exit(asyncio.run(main(args)))

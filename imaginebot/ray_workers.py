@@ -21,10 +21,16 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -246,8 +252,8 @@ class RayWorkers:
             return self.fixed, 1.0 if gpus else 0.0
         return (gpus, 1.0) if gpus else (1, 0.0)
 
-    def top_up(self) -> None:
-        count, gpus = self.wanted()
+    def top_up(self, wanted: tuple[int, float] | None = None) -> None:
+        count, gpus = wanted or self.wanted()
         loop = asyncio.get_running_loop()
         while len([w for w in self.placed if not w.gone]) < count:  # a gone worker is replaced
             index = len(self.placed)
@@ -265,26 +271,71 @@ class RayWorkers:
         """Add workers as GPUs join the cluster (run as a task for the bot's lifetime)."""
         while True:
             await asyncio.sleep(self.poll_s)
-            with contextlib.suppress(Exception):  # a cluster that does not answer now may later
-                self.top_up()
+            try:  # asking the cluster blocks while it does not answer: not on the event loop
+                wanted = await asyncio.to_thread(self.wanted)
+            except Exception as e:  # a cluster that does not answer now may later
+                log.warning("the Ray cluster did not say what it has: %s", e)
+                continue
+            self.top_up(wanted)
+
+
+def probe(address: str) -> None:
+    """Raise ConnectionError unless something answers at ``address``: Ray's own connect retries for
+    minutes with a log line every few seconds; this lets the bot say "unreachable" in one line per try."""
+    if address == "auto":
+        return  # the cluster this machine is part of: ray.init finds it or says there is none
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise ConnectionError(f"nothing answers at {host}:{port} ({e.strerror or e})") from None
 
 
 def connect(address: str) -> None:
     """Join the cluster at ``address`` (``auto``, ``host:port`` or ``ray://host:10001``); its token
-    authentication applies (``RAY_AUTH_MODE=token``, the token in ``~/.ray/auth_token``)."""
-    if ray.is_initialized():
-        return
-    if address != "auto":
-        # Ray's own connect retries for minutes with a log line each few seconds; a plain TCP probe first
-        # lets the bot say "unreachable" in one line per try and back off.
-        host, _, port = address.removeprefix("ray://").rpartition(":")
+    authentication applies (``RAY_AUTH_MODE=token``, the token in ``~/.ray/auth_token``). On the main
+    thread: Ray sets its signal handlers there."""
+    if not ray.is_initialized():
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING)
+
+
+@contextlib.contextmanager
+def local_head(*, cpus: int = 2, port: int | None = None) -> Iterator[str]:
+    """A ``ray start --head`` cluster on 127.0.0.1 for tests and benchmarks; yields its address.
+
+    Stopped at the end, errors included, by ending its ``--block`` process: that takes down this cluster
+    only, where ``ray stop`` would end every Ray cluster of this user on the machine.
+    """
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    if port is None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+    log_path = Path(temp_dir) / "ray-start.log"
+    command = [
+        *(ray_cli, "start", "--head", "--block", f"--port={port}", f"--num-cpus={cpus}"),
+        *("--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"),
+    ]
+    env = {
+        **os.environ,
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # bind to 127.0.0.1, not the machine's other address
+        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",  # nothing to drain at the end
+    }
+    with log_path.open("w") as log:
+        head = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in log_path.read_text():
+            if head.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"ray start failed:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        head.terminate()
         try:
-            socket.create_connection((host, int(port)), timeout=5).close()
-        except OSError as e:
-            raise ConnectionError(f"nothing answers at {host}:{port} ({e.strerror or e})") from None
-    ray.init(
-        address=address,
-        namespace=NAMESPACE,
-        log_to_driver=False,
-        logging_level=logging.WARNING,
-    )
+            head.wait(60)
+        except subprocess.TimeoutExpired:
+            head.kill()  # its reaper process ends the rest
+            head.wait()
+        shutil.rmtree(temp_dir, ignore_errors=True)

@@ -7,14 +7,11 @@ import asyncio
 import contextlib
 import os
 import re
-import shutil
 import signal
 import socket
 import sqlite3
-import subprocess
 import sys
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -225,21 +222,6 @@ async def test_two_devices_two_workers(tmp_path: Path, bots: list[BotProcess]) -
     assert "joins the batch on imaginebot-worker-1" in bot.output
 
 
-@contextlib.contextmanager
-def ray_head(port: int) -> Iterator[None]:
-    """``ray start --head`` on the loopback, as README's lab set-up does on the bot's machine."""
-    ray_cli = str(Path(sys.executable).with_name("ray"))
-    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # bind to 127.0.0.1 on these machines
-    start = [ray_cli, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false"]
-    subprocess.run([*start, f"--temp-dir={temp_dir}"], env=env, check=True, capture_output=True)
-    try:
-        yield
-    finally:
-        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True)
-        shutil.rmtree(temp_dir, ignore_errors=True)
-
-
 async def test_the_bot_on_a_ray_cluster_waits_for_it_uses_every_worker_and_loses_no_job(
     tmp_path: Path, bots: list[BotProcess]
 ) -> None:
@@ -260,7 +242,9 @@ async def test_the_bot_on_a_ray_cluster_waits_for_it_uses_every_worker_and_loses
         retrying = r"Connecting to the Ray cluster at .* failed: .*Trying again"
         lines = await bot.wait_for_line(retrying, count=2)
         assert f"nothing answers at 127.0.0.1:{port}" in lines[0]
-        with ray_head(port):
+        from imaginebot.ray_workers import local_head
+
+        with local_head(port=port):
             await server.wait_for_commands(timeout=STARTUP)
             await bot.wait_for_line(r"imaginebot-worker-1 ready on", timeout=STARTUP)
             users = (server.alice, server.bob, server.user("carol"))

@@ -556,6 +556,8 @@ class Executor:
         """A worker's event: a preview (coalesced, on the preview thread) or the job's end."""
         assert isinstance(job, _Entry) and self._loop is not None
         if isinstance(event, Progress):
+            if self._loop.is_closed():  # a preview still on its way when the loop went
+                return
             with job.preview_lock:
                 job.latest_preview = event
                 if job.preview_pending:

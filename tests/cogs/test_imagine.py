@@ -316,7 +316,7 @@ async def test_failed_job_is_refunded_and_retried_by_its_retry_button(
 async def test_queue_cap_refuses_privately_and_charges_nothing(
     mock_discord: Any, bot_factory: BotFactory
 ) -> None:
-    running = await bot_factory(max_queued_per_user=1, preview_every=1)
+    running = await bot_factory(max_queued_per_user=1, preview_every=1, batch_capacity=1)  # one at a time
     alice = mock_discord.alice
     first = await mock_discord.send_command("imagine", {"prompt": "one --steps 150"}, user=alice)
     await mock_discord.wait_for_response(first, lambda m: "🎨" in m.content, timeout=TIMEOUT)  # running

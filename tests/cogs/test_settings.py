@@ -75,11 +75,12 @@ async def test_info_and_queue(mock_discord: Any, bot_factory: BotFactory) -> Non
 
 
 async def test_queue_shows_running_and_waiting_jobs(mock_discord: Any, bot_factory: BotFactory) -> None:
-    await bot_factory(preview_every=1)
+    await bot_factory(preview_every=1, batch_capacity=1)  # one job at a time: bob's waits
     long = await mock_discord.send_command(
         "imagine", {"prompt": "a slow one --steps 150"}, user=mock_discord.alice
     )
-    await mock_discord.wait_for_response(long, lambda m: "🎨" in m.content, timeout=TIMEOUT)
+    # a step done (and timed): the estimates can start
+    await mock_discord.wait_for_response(long, lambda m: "steps)" in m.content, timeout=TIMEOUT)
     waiting = await mock_discord.send_command(
         "imagine", {"prompt": "bob waits --steps 2"}, user=mock_discord.bob
     )
@@ -87,4 +88,4 @@ async def test_queue_shows_running_and_waiting_jobs(mock_discord: Any, bot_facto
     queue = await mock_discord.send_command("queue", {}, user=mock_discord.bob)
     text = (await mock_discord.wait_for_response(queue, lambda m: m.ephemeral, timeout=TIMEOUT)).content
     assert f"▶️ <@{mock_discord.alice.id}> imagine: a slow one" in text
-    assert f"1. <@{mock_discord.bob.id}> imagine: bob waits" in text
+    assert f"1. <@{mock_discord.bob.id}> imagine: bob waits · starts " in text  # with its estimate

@@ -22,7 +22,7 @@ from typing import Literal
 
 from imaginebot.engine.api import Engine, Plan, Preview, StepState
 from imaginebot.errors import ImagineError, OutOfMemory
-from imaginebot.eta import StepTimes, fits
+from imaginebot.eta import Line, StepTimes, fits
 from imaginebot.work import (
     UNEXPECTED_ERROR,
     Cancelled,
@@ -101,6 +101,9 @@ class Batcher:
 
     def cancel(self, job: BatchJob) -> None:
         """Nothing to forward: the loop sees ``job.cancel`` at its next step boundary."""
+
+    def timing(self) -> tuple[Line | None, float]:
+        return self.step_times.line(), self.step_times.job_overhead
 
     def run(self, dispatch: Dispatch) -> None:
         admit, report = dispatch.admit, dispatch.report

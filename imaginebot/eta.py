@@ -76,15 +76,18 @@ class Forecast:
     end: float | None = None
 
 
+Line = tuple[float, float]  # a UNet call's seconds: fixed, and per unit of cost
+
+
 def estimate_starts(
     running: Sequence[Sequence[Work]],
     queued: Sequence[Work],
     capacities: Sequence[float],
-    line: tuple[float, float],
+    line: Line | Sequence[Line],
     job_overhead: float = 0.0,
 ) -> list[float]:
     """Seconds from now until each queued job (in queue order) starts, one list of running jobs and one
-    capacity per worker."""
+    capacity per worker; one line for all workers or one each."""
     return [f.start for f in play_forward(running, queued, capacities, line, job_overhead)]
 
 
@@ -92,13 +95,13 @@ def play_forward(
     running: Sequence[Sequence[Work]],
     queued: Sequence[Work],
     capacities: Sequence[float],
-    line: tuple[float, float],
+    line: Line | Sequence[Line],
     job_overhead: float = 0.0,
     *,
     to_the_end: bool = False,
 ) -> list[Forecast]:
     """The workers' rules played forward: each queued job's start, and with ``to_the_end`` its end too."""
-    fixed, per_cost = line
+    lines: list[Line] = _per_worker(line, len(running))
     # (index in queued, or -1 for a job already running; the job)
     active: list[list[tuple[int, Work]]] = [[(-1, job) for job in jobs] for jobs in running]
     clocks = [0.0] * len(active)
@@ -121,6 +124,7 @@ def play_forward(
         groups = list(dict.fromkeys(job.group for _, job in jobs))
         group = groups[turns[worker] % len(groups)]
         turns[worker] += 1
+        fixed, per_cost = lines[worker]
         clocks[worker] += fixed + per_cost * sum(job.cost for _, job in jobs if job.group == group)
         left: list[tuple[int, Work]] = []
         for index, job in jobs:
@@ -134,6 +138,13 @@ def play_forward(
     # a queue longer than the bound: the rest start no sooner than the last estimate
     last = max(starts.values(), default=0.0)
     return [Forecast(starts.get(i, last), ends.get(i)) for i in range(len(queued))]
+
+
+def _per_worker(line: Line | Sequence[Line], workers: int) -> list[Line]:
+    if len(line) == 2 and all(isinstance(x, float | int) for x in line):
+        fixed, per_cost = line
+        return [(float(fixed), float(per_cost))] * workers  # type: ignore[arg-type]
+    return list(line)  # type: ignore[arg-type]
 
 
 def fits(load: float, cost: float, capacity: float) -> bool:

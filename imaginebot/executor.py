@@ -28,7 +28,7 @@ from typing import Protocol
 from imaginebot.batcher import Batcher, BatchJob, Dispatch
 from imaginebot.engine.api import Engine, GenerateSpec, Plan, Task
 from imaginebot.errors import QueueFull
-from imaginebot.eta import StepTimes, Work, estimate_starts, fits
+from imaginebot.eta import Line, StepTimes, Work, estimate_starts, fits
 from imaginebot.store_models import JobKind
 from imaginebot.work import (
     UNEXPECTED_ERROR,
@@ -181,6 +181,10 @@ class Worker(Protocol):
 
     def cancel(self, job: BatchJob) -> None:
         """``job.cancel`` was set: tell the device (a local batcher sees it by itself)."""
+        ...
+
+    def timing(self) -> tuple[Line | None, float]:
+        """Its measured UNet-call line (None: no call timed yet) and seconds per job outside the calls."""
         ...
 
 
@@ -413,11 +417,11 @@ class Executor:
             del self._queues[user], self._arrival[user]
 
     def _etas(self, order: list[_Entry]) -> list[float | None]:
-        line = self.step_times.line()
-        known = [
-            i for i, worker in enumerate(self._workers) if worker.capacity is not None and worker.accepting
-        ]
-        if line is None or not order or not known:
+        timings = {
+            i: w.timing() for i, w in enumerate(self._workers) if w.capacity is not None and w.accepting
+        }
+        known = [i for i, (line, _) in timings.items() if line is not None]
+        if not order or not known:
             return [None] * len(order)
         running: dict[int, list[Work]] = {i: [] for i in known}
         for entry in self._running.values():
@@ -425,8 +429,9 @@ class Executor:
                 running[entry.worker].append(Work(entry.plan.group, entry.plan.cost, entry.steps_left))
         queued = [Work(e.plan.group, e.plan.cost, e.plan.steps) for e in order]
         capacities = [self._workers[i].capacity or 1.0 for i in known]
-        overhead = self.step_times.job_overhead
-        return list(estimate_starts(list(running.values()), queued, capacities, line, overhead))
+        lines = [line for i in known if (line := timings[i][0]) is not None]
+        overhead = max(timings[i][1] for i in known)
+        return list(estimate_starts(list(running.values()), queued, capacities, lines, overhead))
 
     def _forward_cancel(self, entry: _Entry) -> None:
         if entry.worker is not None:

@@ -38,6 +38,7 @@ from ray.exceptions import ActorDiedError, RayActorError
 
 from imaginebot.batcher import Batcher, BatchJob, Dispatch
 from imaginebot.engine.api import Plan
+from imaginebot.eta import Line
 from imaginebot.work import Event, FinalEvent, JobRequest
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,14 @@ class WorkerActor:
         threading.Thread(target=self._batcher.run, args=(dispatch,), name="batcher", daemon=True).start()
 
     async def info(self) -> dict[str, Any]:
-        return {"capacity": self._batcher.capacity, "device": self._device, "pid": os.getpid()}
+        times = self._batcher.step_times
+        return {
+            "capacity": self._batcher.capacity,
+            "device": self._device,
+            "pid": os.getpid(),
+            "line": times.line(),  # for the bot's estimates of when queued jobs start
+            "job_overhead": times.job_overhead,
+        }
 
     async def run(self, request: JobRequest, plan: Plan) -> AsyncIterator[Event]:
         """The job's events, ending with its final one (the bot decided it fits this worker)."""
@@ -145,6 +153,8 @@ class RayWorker:
         self._gone = False
         self._dispatch: Dispatch | None = None
         self._recovering = False
+        self._line: Line | None = None  # the actor's step times, as of its latest finished job
+        self._job_overhead = 0.0
 
     @property
     def accepting(self) -> bool:
@@ -164,6 +174,9 @@ class RayWorker:
     def cancel(self, job: BatchJob) -> None:
         self.actor.cancel.remote(job.job_id, job.cancel_reason)
 
+    def timing(self) -> tuple[Line | None, float]:
+        return self._line, self._job_overhead
+
     async def _follow(self, job: BatchJob) -> None:
         assert self._dispatch is not None
         try:
@@ -172,6 +185,8 @@ class RayWorker:
                 event = await ref
                 self._dispatch.report(job, event)
                 if isinstance(event, FinalEvent):
+                    info = await self.actor.info.remote()
+                    self._line, self._job_overhead = info["line"], info["job_overhead"]
                     return
             raise RayActorError("the stream ended before the job did")
         except RayActorError as e:

@@ -93,13 +93,19 @@ async def test_jobs_spread_over_two_workers_in_fair_order(
     assert workers == {"0", "1"}
 
 
-async def test_cancel_reaches_a_remote_job(executor: Executor) -> None:
-    handle = executor.submit(job(10, A, steps=200))
-    await first(handle, Progress)
-    assert executor.cancel(10)
-    assert await asyncio.wait_for(handle.wait(), 60) == Cancelled(10)
-    after = executor.submit(job(11, B, steps=2))  # the worker carries on
-    assert isinstance(await asyncio.wait_for(after.wait(), 120), Done)
+async def test_cancel_reaches_a_remote_job_and_queued_jobs_get_estimates(executor: Executor) -> None:
+    warm = executor.submit(job(9, C, steps=2))
+    assert isinstance(await asyncio.wait_for(warm.wait(), 120), Done)  # its worker's step times are known
+    running = [executor.submit(job(i, user, steps=200)) for i, user in ((10, A), (11, B))]
+    for handle in running:
+        await first(handle, Progress)  # both workers busy
+    queued = executor.submit(job(12, C, steps=2))
+    await asyncio.sleep(0.1)
+    (waiting,) = executor.queue_snapshot().queued
+    assert waiting.job_id == 12 and waiting.eta_s is not None and waiting.eta_s > 0
+    assert executor.cancel(10) and executor.cancel(11)
+    assert await asyncio.wait_for(running[0].wait(), 60) == Cancelled(10)
+    assert isinstance(await asyncio.wait_for(queued.wait(), 120), Done)  # the workers carry on
 
 
 async def test_a_worker_killed_mid_job_loses_nothing(

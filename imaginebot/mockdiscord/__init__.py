@@ -25,6 +25,15 @@ timeout=)``, ``wait_for_response(interaction)``, ``wait_for_ack``, ``expire_toke
 ``set_rate_limit(scope, limit, per)``, ``disconnect_gateway()``, ``request_reconnect()``,
 ``delete_message(message)``, ``request_log``. pytest fixtures: tests/conftest.py.
 
+Modals (:mod:`.modals`): a bot's type 9 callback is checked as Discord checks it (title 1-45,
+1-5 rows/Labels/text displays, custom_ids up to 100, text inputs' lengths and pre-filled values,
+labels up to 45) and opens the modal for its user, one at a time. ``await wait_for_modal(interaction,
+user=)`` returns the open :class:`Modal` (``title``, ``custom_id``, ``fields``, ``values``);
+``submit_modal(modal, {custom_id: value}, user=)`` sends the MODAL_SUBMIT (with the message when a
+button opened it: answers 6 and 7 act on that message), ``dismiss_modal(modal, user=)`` closes it
+silently, ``modal_for(user)`` tells what is open. Attachment options take
+``CommandFile(filename, data)``; the file is served from ``/attachments/...`` like a message's.
+
 Direct messages: the bot opens one with ``POST /users/@me/channels`` (discord.py's ``create_dm``),
 one DM channel per user, and sends, edits and deletes there as in a channel; MESSAGE_* events from a
 DM reach only a bot with the DIRECT_MESSAGES intent (1 << 12), and a button click there arrives with
@@ -48,7 +57,8 @@ Layout: ``state``/``models`` (memory), ``rest`` and ``webhooks`` (REST routes), 
 
 from .app import create_app
 from .faults import Faults, FaultScope, FaultsSnapshot
-from .interactions import UserActionError
+from .interactions import CommandFile, UserActionError
+from .modals import Modal, ModalField
 from .models import Attachment, Channel, Interaction, Message, User
 from .server import MockDiscord, run_mock_discord
 from .state import MockState
@@ -56,6 +66,7 @@ from .state import MockState
 __all__ = [
     "Attachment",
     "Channel",
+    "CommandFile",
     "FaultScope",
     "Faults",
     "FaultsSnapshot",
@@ -63,6 +74,8 @@ __all__ = [
     "Message",
     "MockDiscord",
     "MockState",
+    "Modal",
+    "ModalField",
     "User",
     "UserActionError",
     "create_app",

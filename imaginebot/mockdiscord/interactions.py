@@ -1,28 +1,66 @@
-"""The users' side: what a Discord client does when someone runs a slash command, clicks a button
-or picks from a select menu. It checks what the Discord client checks (registered commands,
-required options, choices and ranges, visible and enabled components), then dispatches an
-INTERACTION_CREATE and starts the 3-second acknowledgement clock.
+"""The users' side: what a Discord client does when someone runs a slash command (files for its
+attachment options included), clicks a button, picks from a select menu, or fills in and submits a
+modal. It checks what the Discord client checks (registered commands, required options, choices
+and ranges, upload sizes, visible and enabled components, required and length-limited modal
+fields), then dispatches an INTERACTION_CREATE and starts the 3-second acknowledgement clock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import mimetypes
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
 
-from .models import STUDENT_PERMISSIONS, Channel, Interaction, InteractionType, Message, User
+from .modals import Modal, ModalField, submission_components
+from .models import STUDENT_PERMISSIONS, Attachment, Channel, Interaction, InteractionType, Message, User
 from .payloads import CommandOptionPayload, InteractionDataPayload, InteractionPayload
 from .state import Command, MockState, StateEvent
 
 SUB_COMMAND, SUB_COMMAND_GROUP = 1, 2
-STRING, INTEGER, BOOLEAN, USER, CHANNEL, ROLE, MENTIONABLE, NUMBER = 3, 4, 5, 6, 7, 8, 9, 10
+STRING, INTEGER, BOOLEAN, USER, CHANNEL, ROLE, MENTIONABLE, NUMBER, ATTACHMENT = 3, 4, 5, 6, 7, 8, 9, 10, 11
 BUTTON, STRING_SELECT = 2, 3
 CONTEXT_GUILD, CONTEXT_BOT_DM = 0, 1  # where an interaction happened (InteractionContextType)
 
 
 class UserActionError(ValueError):
     """Something a Discord client would not let a user do; the message says why."""
+
+
+@dataclass(frozen=True)
+class CommandFile:
+    """A file a user attaches to a slash command's attachment option (type 11).
+
+    ``content_type`` None: guessed from the file name, as Discord does.
+    """
+
+    filename: str
+    data: bytes
+    content_type: str | None = None
+
+
+def _command_file(value: Any) -> CommandFile:
+    if isinstance(value, CommandFile):
+        return value
+    if isinstance(value, tuple) and 2 <= len(value) <= 3:
+        return CommandFile(*value)
+    raise ValueError("give a CommandFile(filename, data, content_type) or a (filename, data) tuple")
+
+
+def _attach(state: MockState, value: Any, channel: Channel) -> Attachment:
+    """Upload a command's file the way the Discord client does before it sends the command."""
+    file = _command_file(value)
+    if len(file.data) > state.attachment_size_limit:
+        limit = state.attachment_size_limit
+        raise UserActionError(f"{file.filename} is {len(file.data)} bytes: the upload limit is {limit} bytes")
+    # Discord keeps a file name's letters, digits, dots, dashes and underscores; others become "_".
+    filename = re.sub(r"[^\w.-]", "_", PurePosixPath(file.filename.replace("\\", "/")).name) or "file"
+    content_type = file.content_type or mimetypes.guess_type(filename)[0] or "application/octet-stream"
+    return state.add_attachment(channel.id, filename, file.data, content_type, ephemeral=True)
 
 
 def find_command(state: MockState, path: str) -> tuple[Command, list[str], list[dict[str, Any]]]:
@@ -47,12 +85,20 @@ def find_command(state: MockState, path: str) -> tuple[Command, list[str], list[
 
 
 def _convert(
-    state: MockState, schema: dict[str, Any], value: Any, resolved: dict[str, dict[str, Any]]
+    state: MockState,
+    schema: dict[str, Any],
+    value: Any,
+    resolved: dict[str, dict[str, Any]],
+    channel: Channel,
 ) -> Any:
     name, kind = schema["name"], schema.get("type")
     try:
-        if kind == STRING:
-            out: Any = str(value)
+        if kind == ATTACHMENT:
+            attachment = _attach(state, value, channel)
+            out: Any = str(attachment.id)
+            resolved.setdefault("attachments", {})[out] = attachment.payload(state.base_url)
+        elif kind == STRING:
+            out = str(value)
             if not schema.get("min_length", 0) <= len(out) <= schema.get("max_length", 6000):
                 raise UserActionError(
                     f"{name}: length must be {schema.get('min_length', 0)}..{schema.get('max_length')}"
@@ -73,13 +119,13 @@ def _convert(
             perms = state.permissions(user)
             resolved.setdefault("members", {})[out] = user.member_payload(with_user=False, permissions=perms)
         elif kind == CHANNEL:
-            channel = next(
+            picked = next(
                 (c for c in state.channels.values() if str(value).lstrip("#") in (c.name, str(c.id))), None
             )
-            if channel is None:
+            if picked is None:
                 raise UserActionError(f"{name}: no channel {value!r}")
-            out = str(channel.id)
-            resolved.setdefault("channels", {})[out] = {**channel.payload(), "permissions": str(1 << 10)}
+            out = str(picked.id)
+            resolved.setdefault("channels", {})[out] = {**picked.payload(), "permissions": str(1 << 10)}
         elif kind == ROLE:
             role = next((r for r in state.roles if str(value).lstrip("@") in (r.name, str(r.id))), None)
             if role is None:
@@ -154,6 +200,10 @@ def send_command(
     unknown = set(given) - {s["name"] for s in schemas}
     if unknown:
         raise UserActionError(f"/{path}: unknown option(s) {', '.join(sorted(unknown))}")
+    channel = channel or state.default_channel
+    if channel.is_dm:
+        # Commands in DMs need the command's contexts (and installs) honoured; not modelled here.
+        raise UserActionError("the local Discord runs slash commands in guild channels only, not in DMs")
     resolved: dict[str, dict[str, Any]] = {}
     leaf: list[CommandOptionPayload] = []
     for schema in schemas:
@@ -166,7 +216,7 @@ def send_command(
             {
                 "name": schema["name"],
                 "type": schema["type"],
-                "value": _convert(state, schema, value, resolved),
+                "value": _convert(state, schema, value, resolved, channel),
             }
         )
     top = leaf
@@ -181,10 +231,6 @@ def send_command(
             parent["options"] = [child]
         chain[-1]["options"] = leaf
         top = [chain[0]]
-    channel = channel or state.default_channel
-    if channel.is_dm:
-        # Commands in DMs need the command's contexts (and installs) honoured; not modelled here.
-        raise UserActionError("the local Discord runs slash commands in guild channels only, not in DMs")
     interaction = state.new_interaction(
         channel,
         type=InteractionType.APPLICATION_COMMAND,
@@ -244,3 +290,79 @@ def use_component(
     payload["data"] = data
     payload["message"] = message.payload(state.base_url)
     return _dispatch(state, interaction, payload)
+
+
+def _modal_value(item: ModalField, given: str | list[str] | None) -> str | list[str]:
+    """What the client would send for one field, or UserActionError where it would not let the user
+    submit. Left out: the pre-filled value (or default options) stays."""
+    value = item.default if given is None else given
+    name = f"{item.label!r} ({item.custom_id})"
+    if item.is_select:
+        if isinstance(value, str):
+            raise UserActionError(f"{name} is a select menu: give a list of values")
+        low = item.min_values if item.required or value else 0
+        if not low <= len(value) <= item.max_values:
+            raise UserActionError(f"{name}: choose between {low} and {item.max_values} values")
+        allowed = [str(o["value"]) for o in item.options]
+        bad = [v for v in value if v not in allowed]
+        if bad:
+            raise UserActionError(f"{name}: {bad} not among the options {allowed}")
+        return list(value)
+    if not isinstance(value, str):
+        raise UserActionError(f"{name} is a text input: give a string")
+    if not value and item.required:
+        raise UserActionError(f"{name} is required")
+    if value and not item.min_length <= len(value) <= item.max_length:
+        raise UserActionError(
+            f"{name}: must be {item.min_length}..{item.max_length} characters, not {len(value)}"
+        )
+    return value
+
+
+def submit_modal(
+    state: MockState, modal: Modal, values: Mapping[str, str | list[str]], *, user: User
+) -> Interaction:
+    """Fill in ``modal`` (text by custom_id, a list of values for a select) and submit it as ``user``:
+    a MODAL_SUBMIT (type 5) whose ``data.components`` follow the modal's layout, with the message
+    the modal was opened from when a component opened it."""
+    if modal.user.id != user.id:
+        raise UserActionError(
+            f"the modal {modal.title!r} is open for {modal.user.username}, not {user.username}"
+        )
+    if modal.closed or state.modals.get(user.id) is not modal:
+        raise UserActionError(f"the modal {modal.title!r} is no longer open")
+    unknown = set(values) - set(modal.custom_ids)
+    if unknown:
+        raise UserActionError(
+            f"the modal has no field(s) {', '.join(sorted(unknown))} (has {modal.custom_ids})"
+        )
+    chosen = {f.custom_id: _modal_value(f, values.get(f.custom_id)) for f in modal.fields}
+    channel = state.channel(modal.channel_id)
+    message = state.messages.get(modal.message_id or 0)
+    if message is not None and message.deleted:
+        message = None  # the client still submits; the bot just can't act on the message
+    interaction = state.new_interaction(
+        channel,
+        type=InteractionType.MODAL_SUBMIT,
+        user=user,
+        custom_id=modal.custom_id,
+        message_id=None if message is None else message.id,
+        trigger=modal.interaction,
+    )
+    payload = _base_payload(state, interaction, channel)
+    payload["data"] = {"custom_id": modal.custom_id, "components": submission_components(modal, chosen)}
+    if message is not None:
+        payload["message"] = message.payload(state.base_url)
+    _dispatch(state, interaction, payload)
+    state.close_modal(modal, "submitted")
+    return interaction
+
+
+def dismiss_modal(state: MockState, modal: Modal, *, user: User) -> None:
+    """Close ``modal`` without submitting (Cancel, Escape): Discord tells the bot nothing."""
+    if modal.user.id != user.id:
+        raise UserActionError(
+            f"the modal {modal.title!r} is open for {modal.user.username}, not {user.username}"
+        )
+    if not modal.closed:
+        state.close_modal(modal, "dismissed")

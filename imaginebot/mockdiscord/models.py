@@ -56,6 +56,7 @@ LOADING = 1 << 7
 class InteractionType(enum.IntEnum):
     APPLICATION_COMMAND = 2
     MESSAGE_COMPONENT = 3
+    MODAL_SUBMIT = 5
 
 
 class CallbackType(enum.IntEnum):
@@ -63,6 +64,7 @@ class CallbackType(enum.IntEnum):
     DEFERRED_CHANNEL_MESSAGE = 5
     DEFERRED_UPDATE_MESSAGE = 6
     UPDATE_MESSAGE = 7
+    MODAL = 9
 
 
 class Snowflakes:
@@ -191,6 +193,9 @@ class Attachment:
     data: bytes
     content_type: str = "application/octet-stream"
     description: str | None = None
+    width: int | None = None  # images only, as Discord reports them
+    height: int | None = None
+    ephemeral: bool = False  # uploaded with a slash command's attachment option
 
     @property
     def size(self) -> int:
@@ -213,6 +218,10 @@ class Attachment:
         }
         if self.description is not None:
             out["description"] = self.description
+        if self.width is not None and self.height is not None:
+            out["width"], out["height"] = self.width, self.height
+        if self.ephemeral:
+            out["ephemeral"] = True
         return out
 
 
@@ -292,20 +301,10 @@ class Message:
             out["application_id"] = str(self.application_id)
         if self.interaction is not None:
             inter = self.interaction
-            if inter.type == InteractionType.MESSAGE_COMPONENT:
+            if inter.type != InteractionType.APPLICATION_COMMAND:
                 out["type"] = 0
             out["webhook_id"] = str(inter.application_id)
-            meta: InteractionMetadataPayload = {
-                "id": str(inter.id),
-                "type": int(inter.type),
-                "user": inter.user.payload(),
-                "authorizing_integration_owners": inter.integration_owners,
-            }
-            if inter.command_name:
-                meta["name"] = inter.command_name
-            if inter.message_id is not None:
-                meta["interacted_message_id"] = str(inter.message_id)
-            out["interaction_metadata"] = meta
+            out["interaction_metadata"] = inter.metadata()
         if self.guild_id is not None and (not self.author.bot or self.interaction is None):
             out["member"] = self.author.member_payload(with_user=False)
         return out
@@ -326,7 +325,8 @@ class Interaction:
     command_name: str | None = None  # "quota set" for a subcommand
     custom_id: str | None = None
     values: list[str] | None = None
-    message_id: int | None = None  # the message a component was used on
+    message_id: int | None = None  # the message a component (or the modal's button) was used on
+    trigger: Interaction | None = None  # a modal submit's: the interaction that opened the modal
     response_type: CallbackType | None = None
     original_message_id: int | None = None
     followup_ids: list[int] = field(default_factory=list)
@@ -340,3 +340,20 @@ class Interaction:
     def integration_owners(self) -> dict[str, str]:
         """``authorizing_integration_owners`` of a guild-installed app: the guild, "0" in the bot's DM."""
         return {"0": "0" if self.guild_id is None else str(self.guild_id)}
+
+    def metadata(self) -> InteractionMetadataPayload:
+        """``interaction_metadata`` of a message answering this interaction; a modal submit's names the
+        command or click that opened the modal (``triggering_interaction_metadata``)."""
+        meta: InteractionMetadataPayload = {
+            "id": str(self.id),
+            "type": int(self.type),
+            "user": self.user.payload(),
+            "authorizing_integration_owners": self.integration_owners,
+        }
+        if self.command_name:
+            meta["name"] = self.command_name
+        if self.message_id is not None and self.type == InteractionType.MESSAGE_COMPONENT:
+            meta["interacted_message_id"] = str(self.message_id)
+        if self.trigger is not None:
+            meta["triggering_interaction_metadata"] = self.trigger.metadata()
+        return meta

@@ -5,13 +5,18 @@ its users and the bot's synced commands from ``/app/api/state``, the channel fro
 ``/app/api/messages``, the chosen user's DM with the bot from ``/app/api/dms``, and hears every
 change over the ``/app/ws`` websocket, filtered to what the chosen user may see (ephemeral messages
 only reach their user, a DM only its user). Commands, clicks, selects and deletes go through the
-same functions as the Python test API. The "Faults" panel sets and clears fault injection through
-``/app/api/faults`` (GET: what is active; POST: one fault, see :func:`post_faults`).
+same functions as the Python test API. A modal the bot opens shows as a dialog to its user only
+(``/app/api/modal``: GET the open one, POST a submission, POST ``/app/api/modal/dismiss`` to close
+it); a file for a command's attachment option travels base64 in the command's JSON. The "Faults"
+panel sets and clears fault injection through ``/app/api/faults`` (GET: what is active; POST: one
+fault, see :func:`post_faults`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import json
 from dataclasses import dataclass, field
@@ -22,8 +27,17 @@ from aiohttp import WSMsgType, web
 
 from .errors import DiscordError
 from .faults import RETRY_AFTER, Faults, fault_scope
-from .interactions import UserActionError, find_command, send_command, use_component
-from .models import Message
+from .interactions import (
+    CommandFile,
+    UserActionError,
+    dismiss_modal,
+    find_command,
+    send_command,
+    submit_modal,
+    use_component,
+)
+from .modals import Modal
+from .models import Message, User
 from .state import STATE_KEY, MockState, StateEvent
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -72,6 +86,11 @@ def _fan_out(app: web.Application, event: StateEvent) -> None:
                 name = event.interaction.command_name or event.interaction.custom_id
                 text = f"The application did not respond ({name})"
                 sock.queue.put_nowait({"type": "notice", "text": text})
+        elif event.modal is not None and event.modal.user.id == sock.user_id:
+            if event.kind == "modal_open":
+                sock.queue.put_nowait({"type": "modal_open", "modal": event.modal.to_json()})
+            else:
+                sock.queue.put_nowait({"type": "modal_close", "modal": str(event.modal.id)})
         elif event.kind in ("commands_update", "gateway_ready", "gateway_resumed"):
             sock.queue.put_nowait({"type": event.kind})
 
@@ -120,6 +139,7 @@ async def get_state(request: web.Request) -> web.Response:
         "commands": [state.command_payload(c) for c in state.all_commands()],
         "bot": state.bot.payload(),
         "bot_connected": gateway is not None and gateway.has_session,
+        "attachment_size_limit": state.attachment_size_limit,
     }
     return web.json_response(body)
 
@@ -172,14 +192,27 @@ def _error(exc: Exception) -> web.Response:
     return web.json_response({"error": str(exc)}, status=400)
 
 
+def _option_value(value: Any) -> Any:
+    """A file for an attachment option comes as ``{"filename", "content_type", "data"}``, the bytes
+    base64 (JSON, like every other page request); other options as they are."""
+    if not isinstance(value, dict):
+        return value
+    try:
+        data = base64.b64decode(str(value["data"]), validate=True)
+    except (KeyError, binascii.Error):
+        raise UserActionError("a file option needs its bytes base64 in data") from None
+    return CommandFile(str(value.get("filename") or "file"), data, value.get("content_type") or None)
+
+
 @routes.post("/app/api/command")
 async def post_command(request: web.Request) -> web.Response:
+    """``{"user", "channel", "command": "quota set", "options": {name: value}}``."""
     try:
         state, body = await _act(request)
         user = state.user(body["user"])
         channel = state.channel(int(body.get("channel") or state.default_channel.id))
         path = str(body["command"])
-        options = {k: v for k, v in (body.get("options") or {}).items() if v not in (None, "")}
+        options = {k: _option_value(v) for k, v in (body.get("options") or {}).items() if v not in (None, "")}
         find_command(state, path)
         interaction = send_command(state, path, options, user=user, channel=channel)
     except _USER_ERRORS as exc:
@@ -199,6 +232,48 @@ async def post_component(request: web.Request) -> web.Response:
     except _USER_ERRORS as exc:
         return _error(exc)
     return web.json_response({"interaction": str(interaction.id)})
+
+
+@routes.get("/app/api/modal")
+async def get_modal(request: web.Request) -> web.Response:
+    """The modal open for ``?user=``, or null."""
+    state = request.app[STATE_KEY]
+    modal = state.modals.get(_user_id(request.query.get("user")) or 0)
+    return web.json_response(None if modal is None else modal.to_json())
+
+
+def _open_modal(state: MockState, body: dict[str, Any]) -> tuple[User, Modal]:
+    user = state.user(body["user"])
+    modal = state.modals.get(user.id)
+    if modal is None or str(modal.id) != str(body.get("modal")):
+        raise UserActionError("that modal is no longer open")
+    return user, modal
+
+
+@routes.post("/app/api/modal")
+async def post_modal(request: web.Request) -> web.Response:
+    """Submit: ``{"user", "modal": id, "values": {custom_id: text or [values]}}``."""
+    try:
+        state, body = await _act(request)
+        user, modal = _open_modal(state, body)
+        values = body.get("values") or {}
+        if not isinstance(values, dict):
+            raise UserActionError("values must be an object of custom_id: value")
+        interaction = submit_modal(state, modal, values, user=user)
+    except _USER_ERRORS as exc:
+        return _error(exc)
+    return web.json_response({"interaction": str(interaction.id)})
+
+
+@routes.post("/app/api/modal/dismiss")
+async def post_modal_dismiss(request: web.Request) -> web.Response:
+    try:
+        state, body = await _act(request)
+        user, modal = _open_modal(state, body)
+        dismiss_modal(state, modal, user=user)
+    except _USER_ERRORS as exc:
+        return _error(exc)
+    return web.json_response({"dismissed": str(modal.id)})
 
 
 @routes.post("/app/api/delete")

@@ -85,6 +85,9 @@ class AttachmentPayload(TypedDict):
     proxy_url: str
     content_type: NotRequired[str]
     description: NotRequired[str]
+    width: NotRequired[int]
+    height: NotRequired[int]
+    ephemeral: NotRequired[bool]
 
 
 class InteractionMetadataPayload(TypedDict):
@@ -94,6 +97,7 @@ class InteractionMetadataPayload(TypedDict):
     authorizing_integration_owners: dict[str, str]
     name: NotRequired[str]
     interacted_message_id: NotRequired[str]
+    triggering_interaction_metadata: NotRequired[InteractionMetadataPayload]
 
 
 class MessagePayload(TypedDict):
@@ -137,6 +141,7 @@ class InteractionDataPayload(TypedDict, total=False):
     custom_id: str
     component_type: int
     values: list[str]
+    components: list[dict[str, Any]]  # a modal submit's, in the shape of the modal
 
 
 class InteractionPayload(TypedDict):

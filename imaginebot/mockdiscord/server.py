@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -11,7 +11,8 @@ from aiohttp import web
 from .app import GATEWAY_KEY, create_app
 from .faults import RETRY_AFTER, Faults, FaultScope
 from .gateway import GatewayHub
-from .interactions import UserActionError, send_command, use_component
+from .interactions import UserActionError, dismiss_modal, send_command, submit_modal, use_component
+from .modals import Modal
 from .models import Channel, Interaction, Message, User
 from .ratelimit import Limit, Scope
 from .state import MockState, RequestLogEntry
@@ -92,9 +93,12 @@ class MockDiscord:
     ) -> Interaction:
         """Run ``/name`` (``"imagine"``, ``"quota set"``) as ``user``, options by name.
 
-        User options take a :class:`User` or a username. Raises ``UserActionError`` for what a
-        Discord client would refuse (unknown command, missing/invalid option). Unlike the page, it
-        does not hide commands by ``default_member_permissions``: in-code checks stay testable.
+        User options take a :class:`User` or a username; attachment options (type 11) a
+        ``CommandFile(filename, data, content_type=None)`` or a ``(filename, data)`` tuple, uploaded
+        as the client does (over ``attachment_size_limit``: refused) and sent in
+        ``data.resolved.attachments``. Raises ``UserActionError`` for what a Discord client would
+        refuse (unknown command, missing/invalid option). Unlike the page, it does not hide commands
+        by ``default_member_permissions``: in-code checks stay testable.
         """
         if not self.gateway.has_session:
             await self.wait_until_ready()
@@ -107,6 +111,50 @@ class MockDiscord:
     async def select(self, message: Message, custom_id: str, values: list[str], *, user: User) -> Interaction:
         """Choose ``values`` in the select menu ``custom_id`` (component_type 3 for string selects)."""
         return use_component(self.state, self._current(message), custom_id, user=user, values=values)
+
+    def modal_for(self, user: User) -> Modal | None:
+        """The modal open on ``user``'s screen, if any (one at a time, as in the Discord client)."""
+        return self.state.modals.get(user.id)
+
+    async def wait_for_modal(
+        self,
+        interaction: Interaction | None = None,
+        *,
+        user: User | None = None,
+        timeout: float = 5.0,  # noqa: ASYNC109 - the test API's documented shape
+    ) -> Modal:
+        """The modal the bot opened in answer to ``interaction`` (a command or a click), or the one
+        open for ``user``; one already open counts. Its ``title``, ``custom_id``, ``fields``
+        (``custom_id``, ``label``, ``value``, ``required``, ``min_length``/``max_length``, a select's
+        ``options``) and ``values`` (the pre-filled ones) are what the user sees."""
+        if interaction is None and user is None:
+            raise TypeError("wait_for_modal needs an interaction or a user")
+
+        def matches(modal: Modal) -> bool:
+            return not modal.closed and (
+                modal.interaction is interaction if interaction is not None else modal.user is user
+            )
+
+        found = next((m for m in self.state.modals.values() if matches(m)), None)
+        if found is not None:
+            return found
+        event = await self.state.wait_for(
+            lambda e: e.kind == "modal_open" and e.modal is not None and matches(e.modal), timeout
+        )
+        assert event.modal is not None
+        return event.modal
+
+    async def submit_modal(
+        self, modal: Modal, values: Mapping[str, str | list[str]] | None = None, *, user: User
+    ) -> Interaction:
+        """Fill in and submit ``modal`` as ``user``: text by custom_id, a list of values for a select;
+        a field left out keeps its pre-filled value. Raises ``UserActionError`` where the client
+        would not submit (a required field empty, a text too short or long, the modal closed)."""
+        return submit_modal(self.state, modal, values or {}, user=user)
+
+    def dismiss_modal(self, modal: Modal, *, user: User) -> None:
+        """Close ``modal`` without submitting (Cancel): the bot hears nothing, as on Discord."""
+        dismiss_modal(self.state, modal, user=user)
 
     def say(self, content: str, *, user: User, channel: Channel | None = None) -> Message:
         """A plain message typed by ``user`` (in a DM only its user can; a DM message reaches a bot

@@ -9,6 +9,7 @@ dispatches to the bot), the web page (live channel view) and test waiters all he
 from __future__ import annotations
 
 import asyncio
+import io
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -19,6 +20,7 @@ from aiohttp import web
 
 from . import errors
 from .faults import Faults
+from .modals import Modal
 from .models import (
     DM,
     MANAGE_GUILD,
@@ -46,6 +48,8 @@ EventKind = Literal[
     "gateway_ready",
     "gateway_resumed",
     "dm_open",
+    "modal_open",
+    "modal_close",
 ]
 
 NONCE_LIFETIME = 300.0  # seconds a send's enforce_nonce keeps a repeat from posting a copy
@@ -75,6 +79,7 @@ class StateEvent:
     interaction: Interaction | None = None
     channel: Channel | None = None  # the DM of a "dm_open"
     detail: str = ""
+    modal: Modal | None = None  # of "modal_open" / "modal_close" (detail: "submitted", "dismissed"...)
 
 
 @dataclass(frozen=True)
@@ -161,6 +166,7 @@ class MockState:
         self.attachments: dict[int, Attachment] = {}
         self.interactions: dict[int, Interaction] = {}
         self.interactions_by_token: dict[str, Interaction] = {}
+        self.modals: dict[int, Modal] = {}  # user id -> the modal open on their screen (one at a time)
         self.request_log: list[RequestLogEntry] = []
         self.gateway: Dispatcher | None = None
         self.listeners: list[Callable[[StateEvent], None]] = []
@@ -310,8 +316,13 @@ class MockState:
             raise errors.unknown_message()
         return message
 
-    def add_attachment(self, channel_id: int, filename: str, data: bytes, content_type: str) -> Attachment:
+    def add_attachment(
+        self, channel_id: int, filename: str, data: bytes, content_type: str, *, ephemeral: bool = False
+    ) -> Attachment:
         attachment = Attachment(self.snowflakes.next(), channel_id, filename, data, content_type)
+        attachment.ephemeral = ephemeral
+        if content_type.startswith("image/"):
+            attachment.width, attachment.height = _image_size(data) or (None, None)
         self.attachments[attachment.id] = attachment
         return attachment
 
@@ -395,6 +406,21 @@ class MockState:
         if not interaction.acknowledged:
             self.emit(StateEvent("interaction_failed", interaction=interaction, detail="did not respond"))
 
+    # -- modals -----------------------------------------------------------------------------------
+    def open_modal(self, modal: Modal) -> None:
+        """Show ``modal`` to its user; a modal already open for them closes (the client shows one)."""
+        earlier = self.modals.get(modal.user.id)
+        if earlier is not None:
+            self.close_modal(earlier, "replaced")
+        self.modals[modal.user.id] = modal
+        self.emit(StateEvent("modal_open", interaction=modal.interaction, modal=modal))
+
+    def close_modal(self, modal: Modal, why: Literal["submitted", "dismissed", "replaced"]) -> None:
+        modal.closed = True
+        if self.modals.get(modal.user.id) is modal:
+            del self.modals[modal.user.id]
+        self.emit(StateEvent("modal_close", interaction=modal.interaction, modal=modal, detail=why))
+
     # -- events and waiting -----------------------------------------------------------------------
     def emit(self, event: StateEvent) -> None:
         for listener in list(self.listeners):
@@ -432,6 +458,18 @@ class MockState:
     def invalid_requests(self) -> int:
         """401/403/429 answers: real Discord bans an IP after 10,000 of them in 10 minutes."""
         return sum(1 for e in self.request_log if e.status in (401, 403, 429))
+
+
+def _image_size(data: bytes) -> tuple[int, int] | None:
+    """An image's width and height, as Discord puts them on image attachments (None: not an image
+    Pillow reads; Discord then leaves them out)."""
+    from PIL import Image, UnidentifiedImageError  # here: only image uploads need Pillow
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
 
 
 def _intent(message: Message) -> int:

@@ -4,6 +4,9 @@ These requests carry no Authorization header: the interaction token is the crede
 refusals, enforced here: an acknowledgement after ``ack_timeout`` (3 s) is 404 code 10062, a second
 one 400 code 40060; a webhook request with an expired token (``token_lifetime``, 15 minutes, or
 ``expire_tokens()``) is 401 code 50027; a message the token doesn't own, or one deleted, is 404 10008.
+A type 9 callback opens a modal (checked in :mod:`.modals`) for a command or a click; a modal
+submission takes 4 and 5, 6 (silent, or on the message whose button opened the modal) and 7 (that
+message only).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from aiohttp import web
 
 from . import errors
 from .messages import apply_edit, new_message_fields, read_body
+from .modals import Modal, parse_modal
 from .models import EPHEMERAL, LOADING, CallbackType, Interaction, InteractionType, Message
 from .state import STATE_KEY, MockState, StateEvent
 
@@ -35,12 +39,19 @@ async def interaction_callback(request: web.Request) -> web.StreamResponse:
         kind = CallbackType(int(body.get("type", 0)))
     except ValueError:
         raise errors.invalid_form_body(
-            ["type"], "BASE_TYPE_CHOICES", "Value must be one of {4, 5, 6, 7}."
+            ["type"], "BASE_TYPE_CHOICES", "Value must be one of {4, 5, 6, 7, 9}."
         ) from None
     data = body.get("data") or {}
-    message = _apply_callback(state, interaction, kind, data, uploads)
+    modal = None
+    if kind == CallbackType.MODAL:
+        modal = _modal(state, interaction, body.get("data"))
+        message = None
+    else:
+        message = _apply_callback(state, interaction, kind, data, uploads)
     interaction.response_type = kind
     state.emit(StateEvent("interaction_ack", interaction=interaction, message=message))
+    if modal is not None:
+        state.open_modal(modal)  # after the ack: a test waiting for the modal sees an acked interaction
     if request.query.get("with_response", "").lower() not in ("1", "true"):
         return web.Response(status=204)
     ephemeral = message is not None and message.ephemeral
@@ -77,8 +88,12 @@ def _apply_callback(
         )
         interaction.original_message_id = message.id
         return message
-    # 6 and 7 act on the message the component is on.
-    if interaction.type != InteractionType.MESSAGE_COMPONENT or interaction.message_id is None:
+    # 6 and 7 act on the message the component is on (for a modal submit: the message whose
+    # component opened the modal). A 6 to any modal submit is a silent acknowledgement.
+    on_message = interaction.type in (InteractionType.MESSAGE_COMPONENT, InteractionType.MODAL_SUBMIT)
+    if not on_message or interaction.message_id is None:
+        if interaction.type == InteractionType.MODAL_SUBMIT and kind == CallbackType.DEFERRED_UPDATE_MESSAGE:
+            return None
         raise errors.invalid_form_body(
             ["type"], "INTERACTION_RESPONSE_TYPE_INVALID", "This response type needs a component interaction."
         )
@@ -87,6 +102,17 @@ def _apply_callback(
     if kind == CallbackType.UPDATE_MESSAGE:
         apply_edit(state, message, data, uploads)
     return message
+
+
+def _modal(state: MockState, interaction: Interaction, data: Any) -> Modal:
+    """A modal answers a command or a click, never another modal's submission."""
+    if interaction.type == InteractionType.MODAL_SUBMIT:
+        raise errors.invalid_form_body(
+            ["type"],
+            "INTERACTION_RESPONSE_TYPE_INVALID",
+            "A modal submission can't be answered with a modal.",
+        )
+    return parse_modal(data, modal_id=state.snowflakes.next(), interaction=interaction)
 
 
 async def _webhook_interaction(request: web.Request) -> tuple[MockState, Interaction, dict[str, str]]:

@@ -1,4 +1,5 @@
-"""Fixtures for the local Discord's tests: the server and a small real bot (mockbot.EchoBot)."""
+"""Fixtures for the local Discord's tests: the server and small real bots (mockbot.EchoBot,
+editbot.EditBot)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 import discord
 import pytest_asyncio
+from editbot import EditBot, app_command_errors
 from mockbot import EchoBot
 
 from imaginebot.mockdiscord import MockDiscord
@@ -20,5 +22,14 @@ async def test_bot(mock_discord: MockDiscord, start_bot: Any) -> AsyncIterator[E
         bot.seen.errors.append(error)
 
     bot.tree.on_error = on_app_command_error  # type: ignore[method-assign]
+    await start_bot(bot, wait_for_commands=True)
+    yield bot
+
+
+@pytest_asyncio.fixture
+async def edit_bot(mock_discord: MockDiscord, start_bot: Any) -> AsyncIterator[EditBot]:
+    """editbot.EditBot (modals, an attachment option, a multi-select), connected and synced."""
+    bot = EditBot()
+    bot.tree.on_error = app_command_errors(bot)  # type: ignore[method-assign]
     await start_bot(bot, wait_for_commands=True)
     yield bot

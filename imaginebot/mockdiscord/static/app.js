@@ -1,13 +1,14 @@
 // The local Discord's channel view. Plain JS, no build step. It offers whatever commands the bot
 // synced (subcommands and options included), acts as the chosen user, and redraws messages in
 // place as the server pushes creates/edits/deletes over /app/ws. The chosen user's DM with the bot
-// (once the bot opened it) is listed under "Direct messages"; nobody else sees it.
+// (once the bot opened it) is listed under "Direct messages"; nobody else sees it. A modal the bot
+// opens for the chosen user shows as a dialog; a command's attachment option gets a file picker.
 "use strict";
 
-const TYPES = { SUB: 1, GROUP: 2, STRING: 3, INTEGER: 4, BOOLEAN: 5, USER: 6, CHANNEL: 7, ROLE: 8, MENTIONABLE: 9, NUMBER: 10 };
+const TYPES = { SUB: 1, GROUP: 2, STRING: 3, INTEGER: 4, BOOLEAN: 5, USER: 6, CHANNEL: 7, ROLE: 8, MENTIONABLE: 9, NUMBER: 10, ATTACHMENT: 11 };
 const ADMINISTRATOR = 0x8n;
 const $ = (sel) => document.querySelector(sel);
-const state = { guild: null, users: [], channels: [], dms: [], roles: [], commands: [], user: null, channel: null, socket: null, formFor: null };
+const state = { guild: null, users: [], channels: [], dms: [], roles: [], commands: [], user: null, channel: null, socket: null, formFor: null, sizeLimit: 0 };
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -114,6 +115,7 @@ function optionInput(option) {
     case TYPES.CHANNEL: return pick(state.channels.map((c) => el("option", { value: c.name }, `#${c.name}`)));
     case TYPES.ROLE: return pick(state.roles.map((r) => el("option", { value: r.name }, r.name)));
     case TYPES.BOOLEAN: return pick([el("option", { value: "true" }, "True"), el("option", { value: "false" }, "False")]);
+    case TYPES.ATTACHMENT: return el("input", { name: option.name, type: "file" });
     case TYPES.INTEGER: case TYPES.NUMBER:
       return el("input", { name: option.name, type: "number", step: option.type === TYPES.INTEGER ? "1" : "any", min: option.min_value, max: option.max_value });
     default: return el("input", { name: option.name, type: "text", maxlength: option.max_length });
@@ -160,7 +162,10 @@ async function submit(event) {
       const parsed = parseLine(line);
       if (!parsed) throw new Error(`No command ${line.split(/\s/)[0]} (the bot registered: ${commandPaths().map((e) => "/" + e.path).join(", ") || "none yet"})`);
       const options = {};
-      for (const field of $("#options").querySelectorAll("[name]")) if (field.value !== "") options[field.name] = field.value;
+      for (const field of $("#options").querySelectorAll("[name]")) {
+        if (field.type === "file") { if (field.files.length) options[field.name] = await fileOption(field.files[0]); }
+        else if (field.value !== "") options[field.name] = field.value;
+      }
       Object.assign(options, parsed.values);
       await api("/app/api/command", { user: state.user.id, channel: state.channel.id, command: parsed.entry.path, options });
     }
@@ -169,6 +174,94 @@ async function submit(event) {
   } catch (error) {
     notice(error.message);
   }
+}
+
+// A file for an attachment option: base64 in the command's JSON. Too large: refused here, as the
+// Discord client refuses it before uploading.
+async function fileOption(file) {
+  if (state.sizeLimit && file.size > state.sizeLimit) throw new Error(`${file.name} is ${file.size} bytes: the upload limit is ${state.sizeLimit} bytes`);
+  const url = await new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(String(reader.result));
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+  return { filename: file.name, content_type: file.type || null, data: url.slice(url.indexOf(",") + 1) };
+}
+
+// -- modals: one open at a time, for its user only ---------------------------------------------
+function modalItem(item) {
+  if (item.kind === "display") return el("div", { class: "modal-text" }, renderMarkdown(item.content));
+  let input;
+  let count = null;
+  if (item.kind === "select") {
+    const multiple = item.max_values > 1;
+    input = el("select", { name: item.custom_id, multiple, required: item.required && item.min_values > 0, size: multiple ? Math.min(item.options.length, 6) : null },
+      multiple ? null : el("option", { value: "" }, item.placeholder || "Make a selection"),
+      item.options.map((o) => el("option", { value: o.value, selected: !!o.default }, o.label)));
+    if (multiple) count = el("span", { class: "modal-count" }, `choose ${item.min_values}–${item.max_values}`);
+  } else {
+    const attrs = { name: item.custom_id, placeholder: item.placeholder, maxlength: item.max_length, minlength: item.min_length || null, required: item.required };
+    input = item.style === 2 ? el("textarea", { rows: 4, ...attrs }) : el("input", { type: "text", ...attrs });
+    input.value = item.value;
+    count = el("span", { class: "modal-count" });
+    const update = () => { count.textContent = `${input.value.length}/${item.max_length}${item.min_length ? ` (at least ${item.min_length})` : ""}`; };
+    input.addEventListener("input", update);
+    update();
+  }
+  return el("label", { class: `modal-field${item.required ? " required" : ""}` },
+    el("span", { class: "modal-label" }, item.label),
+    item.description ? el("span", { class: "modal-desc" }, item.description) : null,
+    input, count);
+}
+
+function showModal(modal) {
+  const dialog = $("#modal");
+  dialog.dataset.modalId = modal.id;
+  // novalidate: the server checks what Discord's client checks and says why, in the test API's words
+  const form = el("form", { id: "modal-form", novalidate: true },
+    el("h2", {}, modal.title),
+    modal.items.map(modalItem),
+    el("div", { id: "modal-error", class: "modal-error" }),
+    el("div", { class: "modal-buttons" },
+      el("button", { type: "button", id: "modal-cancel", onclick: dismissModal }, "Cancel"),
+      el("button", { type: "submit", id: "modal-submit" }, "Submit")));
+  form.addEventListener("submit", submitModal);
+  dialog.replaceChildren(form);
+  if (!dialog.open) dialog.showModal();
+}
+
+function hideModal(id) {
+  const dialog = $("#modal");
+  if (id !== undefined && dialog.dataset.modalId !== id) return;
+  delete dialog.dataset.modalId;
+  if (dialog.open) dialog.close();
+  dialog.replaceChildren();
+}
+
+async function submitModal(event) {
+  event.preventDefault();
+  const values = {};
+  for (const field of $("#modal-form").querySelectorAll("[name]")) {
+    values[field.name] = field.tagName === "SELECT" ? [...field.selectedOptions].map((o) => o.value).filter((v) => v !== "") : field.value;
+  }
+  try {
+    await api("/app/api/modal", { user: state.user.id, modal: $("#modal").dataset.modalId, values });
+    hideModal();
+  } catch (error) {
+    $("#modal-error").textContent = error.message;
+  }
+}
+
+function dismissModal() {
+  const id = $("#modal").dataset.modalId;
+  hideModal();
+  if (id) api("/app/api/modal/dismiss", { user: state.user.id, modal: id }).catch(() => {});  // already closed: fine
+}
+
+async function loadModal() {
+  const modal = await api(`/app/api/modal?user=${state.user.id}`);
+  if (modal) showModal(modal); else hideModal();
 }
 
 // -- messages ---------------------------------------------------------------------------------
@@ -238,7 +331,7 @@ function showMessage(message) {
 // -- loading and live updates ------------------------------------------------------------------
 async function loadState() {
   const data = await api("/app/api/state");
-  Object.assign(state, { guild: data.guild, users: data.users, channels: data.channels, roles: data.roles, commands: data.commands });
+  Object.assign(state, { guild: data.guild, users: data.users, channels: data.channels, roles: data.roles, commands: data.commands, sizeLimit: data.attachment_size_limit });
   state.formFor = undefined;
   $("#guild-name").textContent = data.guild.name;
   $("#bot-status").textContent = data.bot_connected ? `${data.bot.username}: connected` : `${data.bot.username}: not connected`;
@@ -284,6 +377,8 @@ function connect() {
     const data = JSON.parse(event.data);
     if (data.message) showMessage(data.message);
     else if (data.type === "notice") notice(data.text);
+    else if (data.type === "modal_open") showModal(data.modal);
+    else if (data.type === "modal_close") hideModal(data.modal);
     else if (["commands_update", "gateway_ready", "gateway_resumed", "dm_open"].includes(data.type)) loadState();
   };
   socket.onopen = () => { document.body.dataset.live = "1"; };
@@ -329,13 +424,15 @@ async function switchUser() {
   await loadState();  // this user's DMs, and out of the previous user's DM
   connect();  // first: the old socket still carries the previous user's ephemeral messages
   await loadMessages();
+  await loadModal();  // the previous user's modal is not this one's
 }
 
 $("#composer").addEventListener("submit", submit);
 $("#command").addEventListener("input", renderSuggestions);
 $("#user-picker").addEventListener("change", switchUser);
+$("#modal").addEventListener("cancel", (event) => { event.preventDefault(); dismissModal(); });  // Escape
 setInterval(refreshLog, 2000);
 faultControls();
 refreshFaults();
 setInterval(refreshFaults, 1000);  // outages end by the clock: polling shows it without server timers
-loadState().then(loadMessages).then(connect).catch((e) => notice(e.message));
+loadState().then(loadMessages).then(loadModal).then(connect).catch((e) => notice(e.message));

@@ -142,6 +142,7 @@ def job_service(settings: Settings, store: Store, executor: Executor, native_siz
         executor,
         defaults=settings.request_defaults,
         native_size=native_size,
+        upscale_max_side=settings.upscale_max_side,
         preview_min_interval=settings.preview_min_interval,
         delivery=DeliveryPolicy(
             give_up_after=timedelta(hours=settings.delivery_give_up_hours),

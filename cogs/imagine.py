@@ -16,10 +16,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from cogs.asks import RegionModal, RegionSelect, RemixModal, ZoomModal, region_menu
 from cogs.common import guild_id_of, is_moderator, tell
 from cogs.jobmessage import DiscordReply, JobButton
 from imaginebot.errors import ImagineError
-from imaginebot.jobs import Action, Leftovers, Origin
+from imaginebot.jobs import Action, Ask, Leftovers, Origin, Tweak, asks_for, check_image_prompt
 
 if TYPE_CHECKING:
     from bot import ImagineBot
@@ -48,18 +49,32 @@ class Imagine(commands.Cog):
         await self.jobs.resume(leftovers, lambda job: DiscordReply(self.bot))
 
     @app_commands.command(name="imagine")
-    @app_commands.describe(prompt="what to draw, with flags like --ar 3:2 --no text --seed 42 --steps 30")
+    @app_commands.describe(
+        prompt="what to draw, with flags like --ar 3:2 --no text --seed 42 --steps 30 --tile",
+        image="an image prompt: the pictures start from it (--iw 0-3: how much it counts)",
+    )
     async def imagine(
-        self, interaction: discord.Interaction[ImagineBot], prompt: app_commands.Range[str, 1, 1500]
+        self,
+        interaction: discord.Interaction[ImagineBot],
+        prompt: app_commands.Range[str, 1, 1500],
+        image: discord.Attachment | None = None,
     ) -> None:
-        """Make a grid of images from a prompt."""
+        """Make a grid of images from a prompt (and an image to start from)."""
         # Defer first, always: Discord wants an answer within 3 s however long the queue or the database.
         answered = await interaction.response.defer(thinking=True)
         try:
+            picture = None
+            if image is not None:
+                check_image_prompt(image.size)  # before downloading it
+                picture = await image.read()
             origin = await self._origin(interaction, answered)
-            await self.jobs.imagine(origin, prompt, DiscordReply(self.bot, interaction))
+            await self.jobs.imagine(origin, prompt, DiscordReply(self.bot, interaction), image=picture)
         except ImagineError as error:
             await self._refuse(interaction, error)
+        except discord.HTTPException as error:
+            await self._refuse(
+                interaction, ImagineError(f"The image could not be read from Discord ({error}).")
+            )
 
     async def on_button(
         self, interaction: discord.Interaction[Any], action: Action, job_id: int, tile: int
@@ -67,11 +82,54 @@ class Imagine(commands.Cog):
         if action is Action.CANCEL:
             await self._cancel(interaction, job_id)
             return
+        try:
+            ask = asks_for(action, remix=await self.jobs.remix_on(interaction.user.id))
+            if ask is not Ask.NOTHING:
+                await self._ask(interaction, ask, action, job_id, tile)
+                return
+        except ImagineError as error:
+            await tell(interaction, str(error))
+            return
+        await self.make(interaction, action, job_id, tile)
+
+    async def _ask(
+        self, interaction: discord.Interaction[Any], ask: Ask, action: Action, job_id: int, tile: int
+    ) -> None:
+        """Open the modal or the menu that asks what the job needs (a modal is the answer to the click)."""
+        prompt = (await self.jobs.parent_of(job_id)).prompt_text
+        match ask:
+            case Ask.PROMPT:
+                await interaction.response.send_modal(RemixModal(action, job_id, tile, prompt))
+            case Ask.ZOOM:
+                await interaction.response.send_modal(ZoomModal(job_id, prompt))
+            case Ask.REGION:
+                text, view = region_menu(job_id)
+                await interaction.response.send_message(text, view=view, ephemeral=True)
+
+    async def ask_region_prompt(
+        self, interaction: discord.Interaction[Any], job_id: int, cells: tuple[int, ...]
+    ) -> None:
+        try:
+            prompt = (await self.jobs.parent_of(job_id)).prompt_text
+        except ImagineError as error:
+            await tell(interaction, str(error))
+            return
+        await interaction.response.send_modal(RegionModal(job_id, cells, prompt))
+
+    async def make(
+        self,
+        interaction: discord.Interaction[Any],
+        action: Action,
+        job_id: int,
+        tile: int,
+        tweak: Tweak | None = None,
+    ) -> None:
+        """The job a button asks for, with what the user gave when asked."""
         # A new job gets a new message: the "thinking…" reply to this click becomes it.
         answered = await interaction.response.defer(thinking=True)
         try:
             origin = await self._origin(interaction, answered)
-            await self.jobs.act(origin, action, job_id, tile, DiscordReply(self.bot, interaction))
+            await self.jobs.act(origin, action, job_id, tile, DiscordReply(self.bot, interaction), tweak)
         except ImagineError as error:
             await self._refuse(interaction, error)
 
@@ -106,5 +164,5 @@ class Imagine(commands.Cog):
 
 
 async def setup(bot: ImagineBot) -> None:
-    bot.add_dynamic_items(JobButton)
+    bot.add_dynamic_items(JobButton, RegionSelect)
     await bot.add_cog(Imagine(bot))

@@ -8,9 +8,10 @@ import discord
 from PIL import Image
 
 from cogs.common import about, short
+from imaginebot import edits
 from imaginebot.delivery import JobView, Update, Waiting
 from imaginebot.engine.grid import EncodedImage, encode_under_limit
-from imaginebot.jobs import Action
+from imaginebot.jobs import PANS, UPSCALE_SUBTLE, Action
 from imaginebot.store_models import Job, JobKind, JobStatus
 
 PROMPT_CHARS = 300  # of the prompt in the headline; the canonical text below it is complete
@@ -34,8 +35,13 @@ def headline(view: JobView) -> str:
             line += f" · Variations of the upscale{of}"
         case JobKind.VARIATION:
             line += f" · Variations of image {tile}{of}"
+        case JobKind.UPSCALE if parent is not None and parent.kind is JobKind.UPSCALE:
+            how = "Subtle" if job.spec.strength == UPSCALE_SUBTLE else "Creative"
+            line += f" · Upscale ({how}){of}"
         case JobKind.UPSCALE:
             line += f" · Upscale of image {tile}{of}"
+        case JobKind.EDIT if job.edit is not None:
+            line += f" · {edits.describe(job.edit)}{of}"
         case JobKind.REROLL:
             line += f" · 🔄 Re-roll{of}"
     return line
@@ -99,19 +105,39 @@ def button_look(action: Action, tile: int) -> tuple[str | None, str | None, disc
             return f"V{tile}", None, grey
         case Action.REROLL:
             return None, "🔄", grey
+        case Action.UPSCALE_SUBTLE:
+            return "Upscale (Subtle)", None, grey
+        case Action.UPSCALE_CREATIVE:
+            return "Upscale (Creative)", None, grey
         case Action.VARY_SUBTLE:
             return "Vary (Subtle)", "🪄", grey
         case Action.VARY_STRONG:
             return "Vary (Strong)", "🪄", grey
+        case Action.VARY_REGION:
+            return "Vary (Region)", "🖌️", grey
+        case Action.ZOOM_2X:
+            return "Zoom Out 2x", "🔍", grey
+        case Action.ZOOM_1_5X:
+            return "Zoom Out 1.5x", "🔍", grey
+        case Action.CUSTOM_ZOOM:
+            return "Custom Zoom", "🔍", grey
+        case Action.MAKE_SQUARE:
+            return "Make Square", "↔️", grey
         case Action.RETRY:
             return "Retry", "🔁", discord.ButtonStyle.primary
         case Action.CANCEL:
             return "Cancel", None, discord.ButtonStyle.danger
+        case _:
+            return None, edits.ARROWS[PANS[action]], grey
 
 
 def button_row(action: Action) -> int:
-    """Midjourney's layout: U1–U4 on the first row, V1–V4 and 🔄 on the second, anything else first."""
-    return 1 if action in (Action.VARY, Action.REROLL) else 0
+    """Midjourney's layout: U1–U4 on the first row, V1–V4 and 🔄 on the second; under an upscale, the
+    upscales and variations first, the zooms second, the pans third."""
+    zooms = (Action.ZOOM_2X, Action.ZOOM_1_5X, Action.CUSTOM_ZOOM, Action.MAKE_SQUARE)
+    if action in (Action.VARY, Action.REROLL, *zooms):
+        return 1
+    return 2 if action in PANS else 0
 
 
 def encode_preview(image: Image.Image) -> bytes:

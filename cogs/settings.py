@@ -36,6 +36,12 @@ def describe(defaults: RequestDefaults, mine: UserSettings) -> str:
             f" · aspect **{width}:{height}**{mark(mine.aspect)}"
             f" · sampler **{defaults.sampler}**{mark(mine.sampler)}"
             f" · images **{defaults.images}**{mark(mine.images)}",
+            f"Remix mode **{'on' if mine.remix else 'off'}**: "
+            + (
+                "V, 🔄, Vary, Zoom and Pan first let you change the prompt."
+                if mine.remix
+                else "buttons act at once."
+            ),
         ]
     )
 
@@ -59,6 +65,13 @@ class SettingsPanel(discord.ui.View):
             button: discord.ui.Button[SettingsPanel] = discord.ui.Button(label=label, row=4)
             button.callback = self._cfg_callback(delta)  # type: ignore[method-assign]
             self.add_item(button)
+        remix: discord.ui.Button[SettingsPanel] = discord.ui.Button(
+            label=f"Remix mode: {'on' if mine.remix else 'off'}",
+            style=discord.ButtonStyle.success if mine.remix else discord.ButtonStyle.secondary,
+            row=4,
+        )
+        remix.callback = self._toggle_remix  # type: ignore[method-assign]
+        self.add_item(remix)
         reset: discord.ui.Button[SettingsPanel] = discord.ui.Button(
             label="Reset all", style=discord.ButtonStyle.danger, row=4
         )
@@ -92,6 +105,9 @@ class SettingsPanel(discord.ui.View):
 
         return callback
 
+    async def _toggle_remix(self, interaction: discord.Interaction[Any]) -> None:
+        await self._save(interaction, replace(self.mine, remix=not self.mine.remix))
+
     async def _reset(self, interaction: discord.Interaction[Any]) -> None:
         await self._save(interaction, UserSettings())
 
@@ -109,7 +125,7 @@ class Settings(commands.Cog):
 
     @app_commands.command(name="settings")
     async def settings(self, interaction: discord.Interaction[ImagineBot]) -> None:
-        """Your own defaults for /imagine: steps, cfg, aspect, sampler, images."""
+        """Your own defaults for /imagine: steps, cfg, aspect, sampler, images, Remix mode."""
         mine = await self.bot.store.get_settings(interaction.user.id)
         text = describe(defaults_for(self.bot.settings.request_defaults, mine), mine)
         await interaction.response.send_message(

@@ -305,7 +305,10 @@ class Executor:
         """
         if self._loop is None or self._stopping:
             raise RuntimeError("the executor is not running")
-        if request.kind in (JobKind.VARIATION, JobKind.UPSCALE) and request.spec.init_image is None:
+        if (
+            request.kind in (JobKind.VARIATION, JobKind.UPSCALE, JobKind.EDIT)
+            and request.spec.init_image is None
+        ):
             raise ValueError(f"a {request.kind} job needs the source image")
         plan = self._planner.plan(request.spec, request.task)
         handle = JobHandle(self, request, on_event)

@@ -18,6 +18,8 @@ the last run left queued or running and delivers the ones it finished but could 
 from __future__ import annotations
 
 import asyncio
+import functools
+import io
 import logging
 import random
 from collections.abc import Awaitable, Callable, Coroutine
@@ -26,8 +28,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from PIL import Image
+from PIL import Image, ImageOps
 
+from imaginebot import edits
 from imaginebot.delivery import (
     DeliveryPolicy,
     JobView,
@@ -38,8 +41,9 @@ from imaginebot.delivery import (
     deliver_final,
 )
 from imaginebot.engine.api import GenerateResult, GenerateSpec
+from imaginebot.engine.canvas import Direction
 from imaginebot.engine.grid import make_grid
-from imaginebot.errors import Forbidden, ImagineError, ParamError
+from imaginebot.errors import Forbidden, ImagineError, ParamError, QueueFull
 from imaginebot.executor import (
     UNEXPECTED_ERROR,
     Cancelled,
@@ -54,13 +58,14 @@ from imaginebot.executor import (
     QueueSnapshot,
     Started,
 )
-from imaginebot.params import SEED_RANGE, RequestDefaults, parse, parse_aspect
+from imaginebot.params import SEED_RANGE, ImagineRequest, RequestDefaults, parse, parse_aspect
 from imaginebot.store import Store
-from imaginebot.store_models import Delivery, Job, JobKind, JobStatus, NewJob, UserSettings
+from imaginebot.store_models import Delivery, Edit, EditKind, Job, JobKind, JobStatus, NewJob, UserSettings
 
 log = logging.getLogger(__name__)
 
 VARY_SUBTLE, VARY_STRONG = 0.35, 0.75  # img2img strength of Vary (Subtle) / Vary (Strong)
+UPSCALE_SUBTLE, UPSCALE_CREATIVE = 0.2, 0.5  # of Upscale (Subtle) / (Creative): 2x again, refined
 
 
 class Action(StrEnum):
@@ -69,10 +74,77 @@ class Action(StrEnum):
     UPSCALE = "u"  # U1–U4: one tile, enlarged and refined
     VARY = "v"  # V1–V4: four variations of one tile
     REROLL = "r"  # 🔄: the same prompt with new seeds
-    VARY_SUBTLE = "s"  # on an upscale
-    VARY_STRONG = "t"  # on an upscale
     RETRY = "a"  # the very same job again, after it failed or was cut off
     CANCEL = "c"  # while queued or running
+    # the tools on an upscale
+    UPSCALE_SUBTLE = "b"
+    UPSCALE_CREATIVE = "k"
+    VARY_SUBTLE = "s"
+    VARY_STRONG = "t"
+    VARY_REGION = "g"  # asks which cells, and the region's prompt
+    ZOOM_2X = "z"
+    ZOOM_1_5X = "o"
+    CUSTOM_ZOOM = "m"  # asks for the prompt and the factor
+    MAKE_SQUARE = "q"
+    PAN_LEFT = "w"
+    PAN_RIGHT = "e"
+    PAN_UP = "n"
+    PAN_DOWN = "d"
+
+
+PANS = {
+    Action.PAN_LEFT: Direction.LEFT,
+    Action.PAN_RIGHT: Direction.RIGHT,
+    Action.PAN_UP: Direction.UP,
+    Action.PAN_DOWN: Direction.DOWN,
+}
+ZOOMS = {Action.ZOOM_2X: 2.0, Action.ZOOM_1_5X: 1.5}
+# With Remix mode on (/settings), these first open the prompt for editing.
+REMIXABLE = frozenset({Action.VARY, Action.REROLL, Action.VARY_SUBTLE, Action.VARY_STRONG, *ZOOMS, *PANS})
+
+
+class Ask(StrEnum):
+    """What the user is asked before a button's job is made (the cogs choose how: a modal, a menu)."""
+
+    NOTHING = "nothing"
+    PROMPT = "prompt"  # Remix mode: the prompt, to change
+    ZOOM = "zoom"  # Custom Zoom: the prompt and a factor
+    REGION = "region"  # Vary (Region): which cells, then the region's prompt
+
+
+def asks_for(action: Action, remix: bool) -> Ask:
+    if action is Action.CUSTOM_ZOOM:
+        return Ask.ZOOM
+    if action is Action.VARY_REGION:
+        return Ask.REGION
+    return Ask.PROMPT if remix and action in REMIXABLE else Ask.NOTHING
+
+
+@dataclass(frozen=True)
+class Tweak:
+    """What the user gave when asked (``asks_for``): a new prompt (None: the parent's), a zoom factor, the
+    cells of a region."""
+
+    prompt: str | None = None
+    factor: float | None = None
+    cells: tuple[int, ...] = ()
+
+
+def upscale_tools(job: Job) -> tuple[Action, ...]:
+    """Midjourney's tools under an upscale; Make Square only where the picture is not square."""
+    square = () if job.spec.width == job.spec.height else (Action.MAKE_SQUARE,)
+    return (
+        Action.UPSCALE_SUBTLE,
+        Action.UPSCALE_CREATIVE,
+        Action.VARY_SUBTLE,
+        Action.VARY_STRONG,
+        Action.VARY_REGION,
+        Action.ZOOM_2X,
+        Action.ZOOM_1_5X,
+        Action.CUSTOM_ZOOM,
+        *square,
+        *PANS,
+    )
 
 
 def next_actions(job: Job) -> tuple[tuple[Action, int], ...]:
@@ -81,7 +153,7 @@ def next_actions(job: Job) -> tuple[tuple[Action, int], ...]:
         return ((Action.CANCEL, 0),)
     if job.status is JobStatus.DONE:
         if job.kind is JobKind.UPSCALE:
-            return ((Action.VARY_SUBTLE, 0), (Action.VARY_STRONG, 0))
+            return tuple((action, 0) for action in upscale_tools(job))
         tiles = range(1, len(job.images) + 1)
         return (
             *((Action.UPSCALE, t) for t in tiles),
@@ -110,6 +182,35 @@ class Leftovers:
 
     unfinished: tuple[Job, ...]  # queued or running: to queue again
     undelivered: tuple[Job, ...]  # ended, final state not delivered
+
+
+IMAGE_PROMPT_MAX_BYTES = 10 * 2**20  # Discord's own upload limit for most servers
+IMAGE_PROMPT_MAX_PIXELS = 4096 * 4096
+
+
+def check_image_prompt(size_bytes: int) -> None:
+    """Refuse an image prompt too large to download (ParamError)."""
+    if size_bytes > IMAGE_PROMPT_MAX_BYTES:
+        raise ParamError(
+            f"The image is {size_bytes / 2**20:.1f} MiB; an image prompt may be up to "
+            f"{IMAGE_PROMPT_MAX_BYTES // 2**20} MiB."
+        )
+
+
+def read_image_prompt(data: bytes) -> Image.Image:
+    """An image prompt's picture, or ParamError saying what is wrong with the file."""
+    check_image_prompt(len(data))
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > IMAGE_PROMPT_MAX_PIXELS:
+                raise ParamError(
+                    f"The image is {image.width}×{image.height}; an image prompt may have up to "
+                    f"{IMAGE_PROMPT_MAX_PIXELS:,} pixels (4096×4096)."
+                )
+            image.load()
+            return image.convert("RGB")
+    except (OSError, Image.DecompressionBombError, SyntaxError, ValueError) as error:
+        raise ParamError("That file is not an image the bot can read: attach a PNG, JPEG or WebP.") from error
 
 
 def defaults_for(base: RequestDefaults, mine: UserSettings) -> RequestDefaults:
@@ -142,6 +243,7 @@ class JobService:
         *,
         defaults: RequestDefaults,
         native_size: int,
+        upscale_max_side: int = 2048,
         preview_min_interval: float = 1.0,
         delivery: DeliveryPolicy | None = None,
         seeds: Callable[[], int] = new_seed,
@@ -151,18 +253,27 @@ class JobService:
         self.executor = executor
         self.defaults = defaults
         self.native_size = native_size
+        self.upscale_max_side = upscale_max_side
         self.preview_min_interval = preview_min_interval
         self.delivery = delivery or DeliveryPolicy()
         self._seeds = seeds
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
-        self._recipes: dict[Action, Callable[[Job, int], Awaitable[_Recipe]]] = {
+        self._recipes: dict[Action, Callable[[Job, int, Tweak], Awaitable[_Recipe]]] = {
             Action.UPSCALE: self._upscale,
             Action.VARY: self._vary,
             Action.REROLL: self._reroll,
+            Action.RETRY: self._retry,
+            Action.UPSCALE_SUBTLE: self._upscale_subtle,
+            Action.UPSCALE_CREATIVE: self._upscale_creative,
             Action.VARY_SUBTLE: self._vary_subtle,
             Action.VARY_STRONG: self._vary_strong,
-            Action.RETRY: self._retry,
+            Action.VARY_REGION: self._vary_region,
+            Action.ZOOM_2X: functools.partial(self._zoom, ZOOMS[Action.ZOOM_2X]),
+            Action.ZOOM_1_5X: functools.partial(self._zoom, ZOOMS[Action.ZOOM_1_5X]),
+            Action.CUSTOM_ZOOM: functools.partial(self._zoom, None),  # the factor the user gave
+            Action.MAKE_SQUARE: self._make_square,
+            **{action: functools.partial(self._pan, direction) for action, direction in PANS.items()},
         }
 
     async def __aenter__(self) -> JobService:
@@ -187,25 +298,54 @@ class JobService:
     async def user_defaults(self, user_id: int) -> RequestDefaults:
         return defaults_for(self.defaults, await self.store.get_settings(user_id))
 
-    async def imagine(self, origin: Origin, text: str, reply: Reply) -> Job:
+    async def remix_on(self, user_id: int) -> bool:
+        return (await self.store.get_settings(user_id)).remix
+
+    async def imagine(self, origin: Origin, text: str, reply: Reply, *, image: bytes | None = None) -> Job:
         """A /imagine: parse it with the user's defaults, check it, take the quota, queue it, follow it.
+        ``image``: an image prompt's file, which the pictures start from (``--iw`` weighs it).
 
         Raises ImagineError (ParamError, QuotaExceeded, Forbidden, QueueFull) with the sentence for the user;
         nothing is taken or queued then.
         """
         request = parse(text, await self.user_defaults(origin.user_id))
-        recipe = _Recipe(JobKind.IMAGINE, str(request), request.to_spec(self.native_size))
-        return await self._launch(origin, recipe, reply)
+        if image is None:
+            if request.image_weight is not None:
+                raise ParamError(
+                    "--iw weighs an image prompt: attach an image to /imagine, or leave --iw out."
+                )
+            recipe = _Recipe(JobKind.IMAGINE, str(request), request.to_spec(self.native_size))
+            return await self._launch(origin, recipe, reply)
+        picture = await asyncio.to_thread(read_image_prompt, image)
+        source = await self.store.save_source(picture)
+        spec = replace(request.to_spec(self.native_size), strength=request.image_strength())
+        try:
+            return await self._launch(
+                origin, _Recipe(JobKind.IMAGINE, str(request), spec, source=source), reply
+            )
+        except QueueFull:
+            raise  # the job was made and cancelled: its picture stays with it (🔁 Retry)
+        except ImagineError:
+            await self.store.remove_source(source)  # refused before any job was made
+            raise
 
-    async def act(self, origin: Origin, action: Action, job_id: int, tile: int, reply: Reply) -> Job:
-        """The new job a button on job ``job_id`` asks for (anything but Cancel)."""
-        parent = await self.store.get_job(job_id)
-        if parent is None:
-            raise ImagineError("That job is no longer known to the bot; start a new /imagine.")
+    async def act(
+        self, origin: Origin, action: Action, job_id: int, tile: int, reply: Reply, tweak: Tweak | None = None
+    ) -> Job:
+        """The new job a button on job ``job_id`` asks for (anything but Cancel), with what the user gave
+        when asked (``asks_for``)."""
+        parent = await self.parent_of(job_id)
         recipe = self._recipes.get(action)
         if recipe is None:
             raise ValueError(f"{action!r} does not make a new job")
-        return await self._launch(origin, await recipe(parent, tile), reply)
+        return await self._launch(origin, await recipe(parent, tile, tweak or Tweak()), reply)
+
+    async def parent_of(self, job_id: int) -> Job:
+        """The job a button is on; ImagineError when it is gone."""
+        parent = await self.store.get_job(job_id)
+        if parent is None:
+            raise ImagineError("That job is no longer known to the bot; start a new /imagine.")
+        return parent
 
     async def cancel(self, job_id: int, user_id: int, *, moderator: bool) -> bool:
         """Cancel a queued or running job; its message shows it. False when it had already ended.
@@ -233,7 +373,7 @@ class JobService:
 
     # -- deriving a job from its parent: one method per action ---------------------------------------------
 
-    async def _upscale(self, parent: Job, tile: int) -> _Recipe:
+    async def _upscale(self, parent: Job, tile: int, tweak: Tweak) -> _Recipe:
         index = self._tile(parent, tile)
         seed = parent.spec.seeds[index]
         # The footer's /imagine text makes exactly this tile again: tile 0 of its own seed.
@@ -241,24 +381,23 @@ class JobService:
         spec = replace(parent.spec, seeds=(seed,), strength=None)
         return _Recipe(JobKind.UPSCALE, str(request), spec, parent.id, index)
 
-    async def _vary(self, parent: Job, tile: int) -> _Recipe:
+    async def _vary(self, parent: Job, tile: int, tweak: Tweak) -> _Recipe:
         index = self._tile(parent, tile)
-        request = replace(parse(parent.prompt_text), seed=self._seeds(), images=4)
-        spec = replace(parent.spec, seeds=request.tile_seeds(), strength=None)
+        request = replace(self._request(parent, tweak), seed=self._seeds(), images=4)
+        spec = replace(self._spec(parent, request), seeds=request.tile_seeds(), strength=None)
         return _Recipe(JobKind.VARIATION, str(request), spec, parent.id, index)
 
-    async def _vary_subtle(self, parent: Job, tile: int) -> _Recipe:
-        return await self._vary_upscaled(parent, VARY_SUBTLE)
+    async def _vary_subtle(self, parent: Job, tile: int, tweak: Tweak) -> _Recipe:
+        return await self._vary_upscaled(parent, VARY_SUBTLE, tweak)
 
-    async def _vary_strong(self, parent: Job, tile: int) -> _Recipe:
-        return await self._vary_upscaled(parent, VARY_STRONG)
+    async def _vary_strong(self, parent: Job, tile: int, tweak: Tweak) -> _Recipe:
+        return await self._vary_upscaled(parent, VARY_STRONG, tweak)
 
-    async def _vary_upscaled(self, parent: Job, strength: float) -> _Recipe:
-        self._tile(parent, 1)
-        source = await self.store.load_image(parent.images[0])
-        request = replace(parse(parent.prompt_text), seed=self._seeds(), images=4)
+    async def _vary_upscaled(self, parent: Job, strength: float, tweak: Tweak) -> _Recipe:
+        source = await self._upscaled_picture(parent)
+        request = replace(self._request(parent, tweak), seed=self._seeds(), images=4)
         spec = replace(
-            parent.spec,
+            self._spec(parent, request),
             seeds=request.tile_seeds(),
             width=source.width,
             height=source.height,
@@ -266,14 +405,98 @@ class JobService:
         )
         return _Recipe(JobKind.VARIATION, str(request), spec, parent.id, 0)
 
-    async def _reroll(self, parent: Job, tile: int) -> _Recipe:
-        request = parse(parent.prompt_text).with_seed(self._seeds())
-        return _Recipe(JobKind.REROLL, str(request), request.to_spec(self.native_size), parent.id)
+    async def _upscale_subtle(self, parent: Job, tile: int, tweak: Tweak) -> _Recipe:
+        return await self._upscale_again(parent, UPSCALE_SUBTLE)
 
-    async def _retry(self, parent: Job, tile: int) -> _Recipe:
+    async def _upscale_creative(self, parent: Job, tile: int, tweak: Tweak) -> _Recipe:
+        return await self._upscale_again(parent, UPSCALE_CREATIVE)
+
+    async def _upscale_again(self, parent: Job, strength: float) -> _Recipe:
+        """Upscale (Subtle) / (Creative): the upscale 2x again (tiled past twice the native size), refined
+        lightly or boldly."""
+        source = await self._upscaled_picture(parent)
+        if max(source.size) * 2 > self.upscale_max_side:
+            raise ImagineError(
+                f"This image is {source.width}×{source.height}; twice that would pass "
+                f"{self.upscale_max_side} pixels, the largest upscale this bot makes "
+                "(IMAGINEBOT_UPSCALE_MAX_SIDE). Vary, zoom or pan it instead."
+            )
+        spec = replace(parent.spec, width=source.width, height=source.height, strength=strength)
+        return _Recipe(JobKind.UPSCALE, parent.prompt_text, spec, parent.id, 0)
+
+    async def _vary_region(self, parent: Job, tile: int, tweak: Tweak) -> _Recipe:
+        return await self._edit(parent, Edit(EditKind.REGION, cells=tuple(sorted(set(tweak.cells)))), tweak)
+
+    async def _zoom(self, factor: float | None, parent: Job, tile: int, tweak: Tweak) -> _Recipe:
+        factor = factor if factor is not None else tweak.factor
+        if factor is None:
+            raise ValueError("Custom Zoom needs a factor")
+        return await self._edit(parent, Edit(EditKind.ZOOM, factor=factor), tweak)
+
+    async def _pan(self, direction: Direction, parent: Job, tile: int, tweak: Tweak) -> _Recipe:
+        return await self._edit(parent, Edit(EditKind.PAN, direction=direction), tweak)
+
+    async def _make_square(self, parent: Job, tile: int, tweak: Tweak) -> _Recipe:
+        return await self._edit(parent, Edit(EditKind.SQUARE), tweak)
+
+    async def _edit(self, parent: Job, edit: Edit, tweak: Tweak) -> _Recipe:
+        """Zoom, pan, square or region of an upscale: a grid of four drawn on the edit's canvas."""
+        edits.check(edit)
+        picture = (await self._upscaled_picture(parent)).size
+        request = replace(self._request(parent, tweak), seed=self._seeds(), images=4)
+        request = replace(request, aspect=edits.aspect(edit, picture, request.aspect))
+        width, height = edits.size(edit, picture, request.aspect, self.native_size)
+        spec = replace(request.to_spec(self.native_size), width=width, height=height)
+        return _Recipe(JobKind.EDIT, str(request), spec, parent.id, 0, edit)
+
+    async def _reroll(self, parent: Job, tile: int, tweak: Tweak) -> _Recipe:
+        if parent.kind is JobKind.EDIT and parent.edit is not None:  # the same edit of the same upscale
+            return await self._edit(await self.parent_of(parent.parent_id or 0), parent.edit, tweak)
+        request = self._request(parent, tweak).with_seed(self._seeds())
+        spec = request.to_spec(self.native_size)
+        if parent.source is not None:  # the same image prompt
+            spec = replace(spec, strength=request.image_strength())
+        return _Recipe(JobKind.REROLL, str(request), spec, parent.id, source=parent.source)
+
+    def _request(self, parent: Job, tweak: Tweak) -> ImagineRequest:
+        """The parent's /imagine, or the one the user remixed it into."""
+        return parse(parent.prompt_text if tweak.prompt is None else tweak.prompt, self.defaults)
+
+    @staticmethod
+    def _spec(parent: Job, request: ImagineRequest) -> GenerateSpec:
+        """The parent's spec with a remixed request's text and settings (its size stays the parent's)."""
+        return replace(
+            parent.spec,
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            num_inference_steps=request.steps,
+            guidance_scale=request.cfg,
+            sampler=request.sampler,
+            tile=request.tile,
+        )
+
+    async def _upscaled_picture(self, parent: Job) -> Image.Image:
+        """The picture of a finished upscale, which the tools under it start from."""
+        if parent.kind is not JobKind.UPSCALE:
+            raise ImagineError("That tool works on an upscale: press U1–U4 first.")
+        self._tile(parent, 1)
+        try:
+            return await self.store.load_image(parent.images[0])
+        except OSError as error:
+            raise ImagineError("The image this starts from is gone; start a new /imagine.") from error
+
+    async def _retry(self, parent: Job, tile: int, tweak: Tweak) -> _Recipe:
         if parent.status not in (JobStatus.FAILED, JobStatus.INTERRUPTED, JobStatus.CANCELLED):
             raise ImagineError("That job did not fail; 🔄 makes new images from its prompt.")
-        return _Recipe(parent.kind, parent.prompt_text, parent.spec, parent.parent_id, parent.tile_index)
+        return _Recipe(
+            parent.kind,
+            parent.prompt_text,
+            parent.spec,
+            parent.parent_id,
+            parent.tile_index,
+            parent.edit,
+            parent.source,
+        )
 
     @staticmethod
     def _tile(parent: Job, tile: int) -> int:
@@ -298,6 +521,8 @@ class JobService:
             spec=recipe.spec,
             parent_id=recipe.parent_id,
             tile_index=recipe.tile_index,
+            edit=recipe.edit,
+            source=recipe.source,
         )
         job = await self.store.reserve_job(new)  # Forbidden / QuotaExceeded: nothing was taken
         try:
@@ -324,9 +549,15 @@ class JobService:
     async def _engine_spec(self, job: Job) -> GenerateSpec:
         """The one place a stored job becomes what the engine runs: its spec, plus the picture a variation
         or an upscale starts from (its parent's tile)."""
-        if job.kind not in (JobKind.VARIATION, JobKind.UPSCALE):
-            return job.spec
         gone = ImagineError("The image this job starts from is gone; start a new /imagine.")
+        if job.source is not None:  # an image prompt, cut to the shape asked for
+            try:
+                picture = await self.store.load_image(job.source)
+            except OSError as error:
+                raise gone from error
+            return replace(job.spec, init_image=ImageOps.fit(picture, (job.spec.width, job.spec.height)))
+        if job.kind not in (JobKind.VARIATION, JobKind.UPSCALE, JobKind.EDIT):
+            return job.spec
         parent = await self.store.get_job(job.parent_id) if job.parent_id is not None else None
         if parent is None or job.tile_index is None or job.tile_index >= len(parent.images):
             raise gone
@@ -334,7 +565,10 @@ class JobService:
             source = await self.store.load_image(parent.images[job.tile_index])
         except OSError as error:
             raise gone from error
-        return replace(job.spec, init_image=source)
+        if job.edit is None:
+            return replace(job.spec, init_image=source)
+        canvas = edits.make_canvas(job.edit, source, (job.spec.width, job.spec.height))
+        return replace(job.spec, init_image=canvas.image, mask_image=canvas.mask)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], job_id: int) -> None:
         task = asyncio.create_task(coro, name=f"job-{job_id}")
@@ -463,3 +697,5 @@ class _Recipe:
     spec: GenerateSpec
     parent_id: int | None = None
     tile_index: int | None = None  # 0-based tile of the parent, for V and U
+    edit: Edit | None = None
+    source: str | None = None  # an image prompt's picture

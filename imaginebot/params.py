@@ -29,6 +29,8 @@ CFG_RANGE: Final = (0.0, 30.0)
 SEED_RANGE: Final = (0, 2**32 - 1)
 IMAGES_RANGE: Final = (1, 4)
 MAX_ASPECT: Final = 4  # between 1:4 and 4:1
+IMAGE_WEIGHT_RANGE: Final = (0.0, 3.0)  # --iw, as Midjourney's
+DEFAULT_IMAGE_WEIGHT: Final = 1.0
 
 # What people type for the samplers, mapped to our names (diffusers' and A1111's spellings).
 SAMPLER_ALIASES: Final[dict[str, str]] = {
@@ -68,6 +70,8 @@ class ImagineRequest:
     aspect: tuple[int, int] = (1, 1)
     sampler: str = DEFAULT_SAMPLER
     images: int = 4
+    tile: bool = False  # --tile: a seamless pattern
+    image_weight: float | None = None  # --iw: how much an image prompt counts (None: not given)
 
     @property
     def negative_prompt(self) -> str:
@@ -93,7 +97,13 @@ class ImagineRequest:
             guidance_scale=self.cfg,
             sampler=self.sampler,
             seeds=self.tile_seeds(),
+            tile=self.tile,
         )
+
+    def image_strength(self) -> float:
+        """An image prompt's img2img strength from --iw: 0 draws almost anew, 3 keeps the picture closely."""
+        weight = DEFAULT_IMAGE_WEIGHT if self.image_weight is None else self.image_weight
+        return 1.0 - 0.8 * weight / IMAGE_WEIGHT_RANGE[1]
 
     def with_seed(self, seed: int) -> ImagineRequest:
         return replace(self, seed=seed)
@@ -110,6 +120,10 @@ class ImagineRequest:
             f"--sampler {self.sampler}",
             f"--images {self.images}",
         ]
+        if self.tile:
+            parts.append("--tile")
+        if self.image_weight is not None:
+            parts.append(f"--iw {_format_float(self.image_weight)}")
         return " ".join(parts)
 
 
@@ -208,7 +222,9 @@ def _scan(text: str) -> _Scan:
         canonical = _canonical_flag(match.group("name"))
         if canonical is None:
             raise ParamError(_unknown_flag_message(typed))
-        value, pos = _read_value(text, match.end(), canonical)
+        value, pos = (
+            (None, match.end()) if canonical in _SWITCHES else _read_value(text, match.end(), canonical)
+        )
         flags.append(_Flag(canonical, typed, value))
     return _Scan(" ".join(" ".join(pieces).split()), flags)
 
@@ -296,7 +312,11 @@ _FLAG_ALIASES: Final[dict[str, str]] = {
     "sampler": "sampler",
     "n": "images",
     "images": "images",
+    "tile": "tile",
+    "iw": "iw",
 }
+# Flags that take no value.
+_SWITCHES: Final = frozenset({"tile"})
 
 _EXPECTS: Final[dict[str, str]] = {
     "steps": f"a whole number from {STEPS_RANGE[0]} to {STEPS_RANGE[1]}",
@@ -306,6 +326,7 @@ _EXPECTS: Final[dict[str, str]] = {
     "aspect": "a ratio like 3:2",
     "sampler": "one of " + ", ".join(SAMPLERS),
     "images": f"a whole number from {IMAGES_RANGE[0]} to {IMAGES_RANGE[1]}",
+    "iw": f"a number from {IMAGE_WEIGHT_RANGE[0]:g} to {IMAGE_WEIGHT_RANGE[1]:g}",
 }
 
 
@@ -339,6 +360,12 @@ def parse(
     given: dict[str, str] = {}
     negative: list[str] = []
     for flag in scan.flags:
+        if flag.name in _SWITCHES:
+            if flag.name in given:
+                raise ParamError(f"{flag.typed} was given twice; once is enough.")
+            given[flag.name] = flag.typed
+            request = replace(request, tile=True)
+            continue
         if flag.value is None or not flag.value.strip():
             raise ParamError(f"{flag.typed} needs a value: {_EXPECTS[flag.name]}.")
         value = flag.value.strip()
@@ -361,6 +388,8 @@ def parse(
                 request = replace(request, sampler=_sampler(flag, value))
             case "images":
                 request = replace(request, images=_int_in(flag, value, *IMAGES_RANGE))
+            case "iw":
+                request = replace(request, image_weight=_float_in(flag, value, *IMAGE_WEIGHT_RANGE))
     if not scan.prompt:
         raise ParamError("The prompt is empty: describe the picture before or after the flags.")
     if "seed" not in given:

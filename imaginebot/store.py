@@ -18,8 +18,10 @@ import logging
 import os
 import re
 import sqlite3
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -35,6 +37,7 @@ from imaginebot.params import normalise_words
 from imaginebot.store_models import (
     BlockedUser,
     Delivery,
+    Edit,
     Job,
     JobKind,
     JobStatus,
@@ -59,6 +62,7 @@ _SPEC_COLUMNS = {
     "width": "width",
     "height": "height",
     "strength": "strength",
+    "tile": "tile",
 }
 _REFUNDED = (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED)
 
@@ -95,8 +99,9 @@ def _job(row: aiosqlite.Row) -> Job:
         finished_at=_dt(d["finished_at"]),
         delivery=None if d["delivery"] is None else Delivery(d["delivery"]),
         delivered_at=_dt(d["delivered_at"]),
+        edit=None if d["edit"] is None else Edit.from_json(d["edit"]),
     )
-    return Job(**d, spec=spec)
+    return Job(**d, spec=replace(spec, tile=bool(spec.tile)))
 
 
 def _write_png_atomically(path: Path, image: Image.Image) -> None:
@@ -264,11 +269,12 @@ class Store:
             cursor = await db.execute(
                 "INSERT INTO jobs (user_id, guild_id, channel_id, message_id, kind, parent_id, tile_index,"
                 " prompt_text, prompt, negative_prompt, steps, cfg, sampler, width, height, seeds, strength,"
-                " charged, charged_day, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " tile, edit, source, charged, charged_day, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (new.user_id, new.guild_id, new.channel_id, new.message_id, new.kind.value, new.parent_id,
                  new.tile_index, new.prompt_text, s.prompt, s.negative_prompt, s.num_inference_steps,
                  s.guidance_scale, s.sampler, s.width, s.height, json.dumps(list(s.seeds)), s.strength,
+                 s.tile, None if new.edit is None else new.edit.to_json(), new.source,
                  needed, day, now.isoformat()),
             )  # fmt: skip
             await db.execute(
@@ -404,6 +410,21 @@ class Store:
         _write_png_atomically(directory / "grid.png", grid)
         return tiles, f"images/{job_id}/grid.png"
 
+    async def save_source(self, picture: Image.Image) -> str:
+        """Keep an image prompt's picture; its path relative to the data directory (``Job.source``)."""
+        relative = f"sources/{uuid.uuid4().hex}.png"
+
+        def write() -> None:
+            (self.data_dir / "sources").mkdir(parents=True, exist_ok=True)
+            _write_png_atomically(self.data_dir / relative, picture)
+
+        await asyncio.to_thread(write)
+        return relative
+
+    async def remove_source(self, relative_path: str) -> None:
+        """Forget an image prompt that no job was made from."""
+        await asyncio.to_thread((self.data_dir / relative_path).unlink, missing_ok=True)
+
     async def load_image(self, relative_path: str) -> Image.Image:
         """An image written by ``complete_job`` (``job.images[i]`` or ``job.grid``), fully loaded."""
 
@@ -491,19 +512,24 @@ class Store:
 
     async def get_settings(self, user_id: int) -> UserSettings:
         rows = await self._all(
-            "SELECT steps, cfg, aspect, sampler, images FROM user_settings WHERE user_id = ?", (user_id,)
+            "SELECT steps, cfg, aspect, sampler, images, remix FROM user_settings WHERE user_id = ?",
+            (user_id,),
         )
-        return UserSettings(**dict(rows[0])) if rows else UserSettings()
+        if not rows:
+            return UserSettings()
+        return UserSettings(**dict(rows[0]) | {"remix": bool(rows[0]["remix"])})
 
     async def save_settings(self, user_id: int, settings: UserSettings) -> None:
         async with self._tx() as db:
             await db.execute(
-                "INSERT INTO user_settings (user_id, steps, cfg, aspect, sampler, images)"
-                " VALUES (?, ?, ?, ?, ?, ?)"
+                "INSERT INTO user_settings (user_id, steps, cfg, aspect, sampler, images, remix)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (user_id) DO UPDATE SET steps = excluded.steps, cfg = excluded.cfg,"
-                " aspect = excluded.aspect, sampler = excluded.sampler, images = excluded.images",
-                (user_id, settings.steps, settings.cfg, settings.aspect, settings.sampler, settings.images),
-            )
+                " aspect = excluded.aspect, sampler = excluded.sampler, images = excluded.images,"
+                " remix = excluded.remix",
+                (user_id, settings.steps, settings.cfg, settings.aspect, settings.sampler, settings.images,
+                 settings.remix),
+            )  # fmt: skip
 
     # -- moderation ------------------------------------------------------------------------------------
 

@@ -5,11 +5,14 @@ Kept apart from ``store.py`` so the executor and the cogs can import the types w
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from imaginebot.engine.api import GenerateSpec
+from imaginebot.engine.canvas import Direction
 
 
 class JobKind(StrEnum):
@@ -17,6 +20,46 @@ class JobKind(StrEnum):
     VARIATION = "variation"  # V1–V4: img2img of one tile of the parent
     UPSCALE = "upscale"  # U1–U4: one tile of the parent, enlarged and refined
     REROLL = "reroll"  # 🔄: the parent's prompt with new seeds
+    EDIT = "edit"  # Zoom Out, Pan, Make Square, Vary (Region) of an upscale: what, in ``Job.edit``
+
+
+class EditKind(StrEnum):
+    ZOOM = "zoom"  # Zoom Out 2x, 1.5x, Custom Zoom
+    PAN = "pan"  # ⬅️ ➡️ ⬆️ ⬇️
+    SQUARE = "square"  # Make Square
+    REGION = "region"  # Vary (Region)
+
+
+@dataclass(frozen=True)
+class Edit:
+    """How an edit job redraws its parent (an upscale): the canvas and mask come from this and the parent's
+    picture (``imaginebot.engine.canvas``), so nothing but this is stored."""
+
+    kind: EditKind
+    factor: float = 1.0  # ZOOM: 1.0-2.0
+    direction: Direction | None = None  # PAN
+    cells: tuple[int, ...] = ()  # REGION: cells 1-9 of a 3×3 grid
+
+    def to_json(self) -> str:
+        data: dict[str, Any] = {"kind": self.kind.value}
+        if self.kind is EditKind.ZOOM:
+            data["factor"] = self.factor
+        if self.direction is not None:
+            data["direction"] = self.direction.value
+        if self.cells:
+            data["cells"] = list(self.cells)
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> Edit:
+        data = json.loads(text)
+        direction = data.get("direction")
+        return cls(
+            EditKind(data["kind"]),
+            factor=float(data.get("factor", 1.0)),
+            direction=None if direction is None else Direction(direction),
+            cells=tuple(data.get("cells", ())),
+        )
 
 
 class JobStatus(StrEnum):
@@ -55,6 +98,8 @@ class NewJob:
     spec: GenerateSpec
     parent_id: int | None = None
     tile_index: int | None = None  # 0-based tile of the parent, for V and U
+    edit: Edit | None = None  # kind EDIT
+    source: str | None = None  # an image prompt's picture, relative to the data directory
 
 
 @dataclass(frozen=True)
@@ -81,6 +126,8 @@ class Job:
     elapsed_s: float | None
     delivery: Delivery | None  # None until the job ends
     delivered_at: datetime | None
+    edit: Edit | None  # kind EDIT: what it does to its parent
+    source: str | None  # an image prompt's picture (/imagine with an image), relative to the data directory
 
 
 @dataclass(frozen=True)
@@ -103,6 +150,7 @@ class UserSettings:
     aspect: str | None = None  # "W:H", as in --ar
     sampler: str | None = None
     images: int | None = None
+    remix: bool = False  # V, 🔄, Vary, Zoom and Pan first open the prompt for editing
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ DEFAULT_SAMPLER = "euler_a"
 
 @dataclass(frozen=True)
 class GenerateSpec:
-    """One job for the engine: txt2img, or img2img when ``init_image`` is set.
+    """One job for the engine: txt2img, img2img when ``init_image`` is set, and inpainting or outpainting
+    when ``mask_image`` is set too (the editing tools: Zoom Out, Pan, Make Square, Vary (Region)).
 
     Tile *i* is made from ``torch.Generator().manual_seed(seeds[i])`` alone, so any one tile can be re-made
     by itself with the same seed.
@@ -38,6 +39,10 @@ class GenerateSpec:
     # img2img: how much noise is added to init_image (1.0: start from pure noise); None: the engine's choice
     # for what it is asked to do (variations 0.6, upscales a light refinement)
     strength: float | None = None
+    # Inpainting and outpainting: an "L" image of init_image's size, white where the model draws and black
+    # where init_image is kept (blended in at every step, then pasted back); strength None is 1.0 there
+    mask_image: Image.Image | None = field(default=None, compare=False)
+    tile: bool = False  # seamless: circular padding in the UNet and the VAE, so the picture wraps around
 
     @property
     def num_images(self) -> int:

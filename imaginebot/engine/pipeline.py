@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
@@ -34,6 +35,7 @@ from imaginebot.engine.api import (
     StepState,
     Task,
 )
+from imaginebot.engine.canvas import keep_weights
 from imaginebot.engine.devices import free_memory, resolve_device, resolve_dtype
 from imaginebot.engine.planning import Planner, img2img_steps, strength
 from imaginebot.engine.preview import (
@@ -218,9 +220,19 @@ class DiffusionEngine:
         job = _own(state)
         assert job.done, "finish() is for a state whose steps are all taken"
         job.wait_for_previews()
-        with self._errors(_describe(job.spec), job.fallback), torch.inference_mode():
+        with (
+            self._errors(_describe(job.spec), job.fallback),
+            torch.inference_mode(),
+            self._circular(job.spec.tile, self.vae),
+        ):
             # one tile at a time: the VAE's activations at full size are the job's memory peak
             images = tuple(self._decode(job.latents[i : i + 1]) for i in range(job.spec.num_images))
+        if job.spec.mask_image is not None:
+            assert job.spec.init_image is not None
+            # the kept area exactly as it was (the VAE does not give back the same pixels), feathered in
+            weights = keep_weights(job.spec.mask_image, feather=self.vae_scale_factor)
+            canvas = job.spec.init_image.convert("RGB")
+            images = tuple(Image.composite(image, canvas, weights) for image in images)
         elapsed = time.perf_counter() - job.started
         return GenerateResult(images=images, seeds=job.spec.seeds, elapsed_s=elapsed)
 
@@ -324,11 +336,15 @@ class DiffusionEngine:
             )
             latents = latents * scheduler.init_noise_sigma
         else:
-            init_latents = self._encode_image(spec.init_image, spec.width, spec.height, generator)
+            with self._circular(spec.tile, self.vae):
+                init_latents = self._encode_image(spec.init_image, spec.width, spec.height, generator)
             noise = randn_tensor(
                 latent_shape, generator=generator, device=self.device, dtype=prompt_embeds.dtype
             )
             latents = scheduler.add_noise(init_latents, noise, timesteps[:1].repeat(batch_size))
+        masked = None
+        if spec.mask_image is not None:
+            masked = _Masked(self._latent_mask(spec.mask_image), init_latents, noise)
 
         return _State(
             plan=dataclasses.replace(plan, steps=len(timesteps)),
@@ -339,6 +355,7 @@ class DiffusionEngine:
             timesteps=timesteps,
             step_kwargs=_step_kwargs(scheduler, generator),
             latents=latents,
+            masked=masked,
             alpha_bars=_alpha_bars(scheduler, timesteps, begin_index) if on_preview is not None else [],
             on_preview=on_preview,
             preview_every=preview_every,
@@ -360,13 +377,10 @@ class DiffusionEngine:
                 key: _cat([job.cond.added_cond_kwargs[key] for job in jobs])  # type: ignore[index]
                 for key in ("text_embeds", "time_ids")
             }
-        noise_pred = self.unet(
-            _cat(rows),
-            _cat(timesteps),
-            encoder_hidden_states=_cat([job.cond.prompt_embeds for job in jobs]),
-            added_cond_kwargs=added_cond_kwargs,
-            return_dict=False,
-        )[0]
+        with self._circular(jobs[0].spec.tile, self.unet):
+            noise_pred = self._unet(
+                _cat(rows), _cat(timesteps), _cat([job.cond.prompt_embeds for job in jobs]), added_cond_kwargs
+            )
         # Memory runs out in the UNet call above, before any job's scheduler has moved: a failed step can be
         # retried with the batch split. Below, each job takes its own rows and its own scheduler step.
         offset = 0
@@ -381,7 +395,84 @@ class DiffusionEngine:
                 self._preview(row[: job.spec.num_images], pred, job)
             # x_t -> x_t-1
             job.latents = job.scheduler.step(pred, t, job.latents, **job.step_kwargs, return_dict=False)[0]
+            if job.masked is not None:
+                job.latents = self._blend_kept(job)
             job.steps_done += 1
+
+    def _unet(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        added_cond_kwargs: dict[str, torch.Tensor] | None,
+    ) -> torch.Tensor:
+        def unet(window: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = self.unet(
+                window,
+                timestep,
+                encoder_hidden_states=encoder_hidden_states,
+                added_cond_kwargs=added_cond_kwargs,
+                return_dict=False,
+            )[0]
+            return out
+
+        height, width = sample.shape[-2:]
+        if not self.planner.tiled(height, width):
+            return unet(sample)
+        # Large latents (an upscale of an upscale): overlapping windows of the native size, as MultiDiffusion
+        # (Bar-Tal et al., 2023), each prediction weighted down towards its window's edges. Noise predictions
+        # are averaged rather than whole steps, so each job keeps its one scheduler.
+        tile, overlap = self.planner.native_latent, self.planner.native_latent // 4
+        noise_pred: torch.Tensor | None = None
+        total = torch.zeros((1, 1, height, width), device=sample.device, dtype=torch.float32)
+        for y in _window_starts(height, tile, overlap):
+            for x in _window_starts(width, tile, overlap):
+                rows, columns = slice(y, y + min(tile, height)), slice(x, x + min(tile, width))
+                pred = unet(sample[..., rows, columns])
+                weights = _window_weights(pred.shape[-2], pred.shape[-1], overlap).to(sample.device)
+                if noise_pred is None:
+                    noise_pred = torch.zeros(
+                        (*pred.shape[:2], height, width), device=sample.device, dtype=torch.float32
+                    )
+                noise_pred[..., rows, columns] += pred.float() * weights
+                total[..., rows, columns] += weights
+        assert noise_pred is not None
+        return (noise_pred / total).to(sample.dtype)
+
+    def _blend_kept(self, job: _State) -> torch.Tensor:
+        """Inpainting and outpainting: the kept area's own latents, noised to the level the next step starts
+        from (none after the last), in place of what the model made there."""
+        assert job.masked is not None
+        mask, known = job.masked.mask, job.masked.image_latents
+        next_step = job.steps_done + 1
+        if next_step < job.plan.steps:
+            t = job.timesteps[next_step]
+            known = job.scheduler.add_noise(known, job.masked.noise, t.reshape(1).expand(known.shape[0]))
+        return (1 - mask) * known.to(job.latents.dtype) + mask * job.latents
+
+    def _latent_mask(self, mask_image: Image.Image) -> torch.Tensor:
+        """The mask at the latents' size: a latent pixel is drawn anew if any of its pixels is, so the kept
+        latents cover only what is wholly kept."""
+        mask = torch.from_numpy(np.asarray(mask_image.convert("L"), dtype=np.float32) / 255.0)[None, None]
+        mask = F.max_pool2d(mask, self.vae_scale_factor)
+        return (mask > 0).to(device=self.device, dtype=self.dtype)
+
+    @contextlib.contextmanager
+    def _circular(self, on: bool, module: torch.nn.Module) -> Iterator[None]:
+        """--tile: every padded convolution of ``module`` wraps around the picture's edges while the block
+        runs, so the picture tiles seamlessly (A1111's "Tiling" does the same)."""
+        convs = [
+            conv
+            for conv in (module.modules() if on else ())
+            if isinstance(conv, torch.nn.Conv2d) and any(conv._reversed_padding_repeated_twice)
+        ]
+        for conv in convs:
+            conv.padding_mode = "circular"
+        try:
+            yield
+        finally:
+            for conv in convs:
+                conv.padding_mode = "zeros"
 
     def _encode_prompt(self, spec: GenerateSpec, batch_size: int, do_cfg: bool) -> _Conditioning:
         if self.text_encoder_2 is None:
@@ -463,7 +554,9 @@ class DiffusionEngine:
             image = image.resize((width, height), Image.Resampling.LANCZOS)
         pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0)
         pixels = pixels.permute(2, 0, 1).unsqueeze(0).to(device=self.device, dtype=self.vae.dtype)
-        latent_dist = self.vae.encode(pixels).latent_dist
+        f = self.vae_scale_factor
+        encode = self.vae.tiled_encode if self.planner.tiled(height // f, width // f) else self.vae.encode
+        latent_dist = encode(pixels).latent_dist
         init_latents = torch.cat([latent_dist.sample(g) for g in generator])
         config = self.vae.config
         if (
@@ -486,7 +579,9 @@ class DiffusionEngine:
             latents = latents * std / config.scaling_factor + mean
         else:
             latents = latents / config.scaling_factor
-        image = self.vae.decode(latents.to(self.vae.dtype), return_dict=False)[0]
+        # diffusers' tiled VAE where the UNet is tiled too: the full-size activations would not fit
+        decode = self.vae.tiled_decode if self.planner.tiled(*latents.shape[-2:]) else self.vae.decode
+        image = decode(latents.to(self.vae.dtype), return_dict=False)[0]
         # as diffusers' image processor: [-1, 1] -> [0, 1] -> uint8 by rounding, in float32
         image = (image.float() / 2 + 0.5).clamp(0, 1)
         array = (image[0].permute(1, 2, 0) * 255).round().to(torch.uint8).cpu().numpy()
@@ -529,6 +624,11 @@ class DiffusionEngine:
             raise ParamError(f"to {task} needs the source image")
         if spec.init_image is not None and spec.strength is not None and not 0.0 < spec.strength <= 1.0:
             raise ParamError(f"strength must be in (0, 1], got {spec.strength}")
+        size = (spec.width, spec.height)
+        if spec.mask_image is not None and (
+            spec.init_image is None or spec.mask_image.size != size or spec.init_image.size != size
+        ):
+            raise ParamError("a mask needs the image it masks, both of the size of the picture to make")
         if preview_every < 1:
             raise ParamError(f"preview_every must be at least 1, got {preview_every}")
 
@@ -569,6 +669,16 @@ class DiffusionEngine:
 
 
 @dataclasses.dataclass(eq=False)
+class _Masked:
+    """What an inpainting or outpainting job keeps: as diffusers' inpaint pipeline does for a plain
+    (4-channel) UNet, the kept area's latents are noised to each step's level and blended in."""
+
+    mask: torch.Tensor  # (1, 1, h, w) latents: 1 where the model draws, 0 where the picture is kept
+    image_latents: torch.Tensor  # the canvas's latents, one per tile
+    noise: torch.Tensor  # the job's own noise, to bring image_latents to each step's level
+
+
+@dataclasses.dataclass(eq=False)
 class _State:
     """One job between steps: everything of its own, never shared with its neighbours in a batch."""
 
@@ -580,6 +690,7 @@ class _State:
     timesteps: torch.Tensor
     step_kwargs: dict[str, Any]  # eta, and the job's own generators (ancestral samplers draw noise)
     latents: torch.Tensor
+    masked: _Masked | None  # inpainting and outpainting
     alpha_bars: list[float]  # for previews, per step
     on_preview: PreviewCallback | None
     preview_every: int
@@ -602,6 +713,24 @@ class _State:
 def _own(state: StepState) -> _State:
     assert isinstance(state, _State), "a state from another engine"
     return state
+
+
+def _window_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Where windows of ``tile`` start along ``length``, ``overlap`` apart at least, the last at the end."""
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, tile - overlap))
+    return [*starts, length - tile]
+
+
+def _window_weights(height: int, width: int, overlap: int) -> torch.Tensor:
+    """A window's weights: 1 in the middle, falling linearly over ``overlap`` towards each edge (never 0)."""
+
+    def ramp(n: int) -> torch.Tensor:
+        i = torch.arange(n, dtype=torch.float32)
+        return torch.minimum(torch.minimum(i + 1, n - i), torch.tensor(float(max(overlap, 1))))
+
+    return (ramp(height)[:, None] * ramp(width)[None, :])[None, None]
 
 
 def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:

@@ -17,6 +17,11 @@ from imaginebot.engine.api import GenerateSpec, Plan, Task
 VARY_STRENGTH = 0.6  # V1-V4: keeps the composition and colours, changes the details
 UPSCALE_STRENGTH = 0.3  # U1-U4: "hires fix", sharpens the enlarged tile without redrawing it
 IMG2IMG_STRENGTH = 0.8  # an init image with no strength given: the default of diffusers' img2img pipeline
+MASKED_STRENGTH = 1.0  # inpainting and outpainting: the masked area is drawn anew
+# A UNet call on latents more than this many times the native side is made in overlapping tiles of the
+# native side (an Upscale (Subtle/Creative) to 2048 px): the model draws best at its native size, and
+# attention's memory grows with the square of the pixel count.
+TILED_ABOVE = 2
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,14 @@ class Planner:
     def uses_cfg(self, spec: GenerateSpec) -> bool:
         return spec.guidance_scale > 1.0 and not self.guidance_embedded
 
+    @property
+    def native_latent(self) -> int:
+        return self.native_size // self.vae_scale_factor
+
+    def tiled(self, latent_height: int, latent_width: int) -> bool:
+        """Whether a UNet call on latents of this size is made in tiles."""
+        return max(latent_height, latent_width) > TILED_ABOVE * self.native_latent
+
     def upscaled_size(self, width: int, height: int) -> tuple[int, int]:
         """2x, the longest side capped at ``upscale_max_side``, rounded down to the size multiple."""
         scale = min(2.0, self.upscale_max_side / max(width, height))
@@ -69,7 +82,8 @@ class Planner:
         if spec.init_image is not None or task != "generate":
             steps = img2img_steps(steps, strength(spec, task))
         return Plan(
-            group=(latent_height, latent_width),
+            # circular padding (--tile) is set for a whole UNet call
+            group=(latent_height, latent_width, spec.tile),
             samples=samples,
             cost=samples * latent_height * latent_width / native,
             steps=steps,
@@ -80,6 +94,8 @@ def strength(spec: GenerateSpec, task: Task) -> float:
     """The img2img strength in effect: the spec's, or the task's default."""
     if spec.strength is not None:
         return spec.strength
+    if spec.mask_image is not None:
+        return MASKED_STRENGTH
     return {"generate": IMG2IMG_STRENGTH, "vary": VARY_STRENGTH, "upscale": UPSCALE_STRENGTH}[task]
 
 

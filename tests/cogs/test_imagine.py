@@ -14,6 +14,16 @@ GRID_BUTTONS = (
     [f"ib:u:{{id}}:{t}" for t in range(1, 5)] + [f"ib:v:{{id}}:{t}" for t in range(1, 5)] + ["ib:r:{id}:0"]
 )
 TIMEOUT = 60
+UPSCALE_TOOLS = (
+    "Upscale (Subtle)",
+    "Upscale (Creative)",
+    "Vary (Subtle)",
+    "Vary (Strong)",
+    "Vary (Region)",
+    "Zoom Out 2x",
+    "Zoom Out 1.5x",
+    "Custom Zoom",
+)
 
 
 def is_grid(message: Any) -> bool:
@@ -72,7 +82,9 @@ async def test_u_v_and_reroll_derive_from_the_right_tile(mock_discord: Any, bot_
         mock_discord.bob.id,
     )
     assert "Upscale of image 2" in upscaled.content
-    assert upscaled.custom_ids == [f"ib:s:{up.id}:0", f"ib:t:{up.id}:0"]
+    # Midjourney's tools under an upscale, in its rows (a square picture: no Make Square)
+    assert upscaled.custom_ids == [f"ib:{action}:{up.id}:0" for action in "bkstgzomwend"]
+    assert upscaled.button_labels == [*UPSCALE_TOOLS, "⬅️", "➡️", "⬆️", "⬇️"]
 
     click = await mock_discord.click(grid, f"ib:v:{parent}:3", user=mock_discord.alice)
     varied = await mock_discord.wait_for_response(click, is_grid, timeout=TIMEOUT)

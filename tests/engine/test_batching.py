@@ -12,6 +12,7 @@ from PIL import Image
 
 from imaginebot.engine import DiffusionEngine, GenerateSpec
 from imaginebot.engine.api import StepState, Task
+from imaginebot.engine.canvas import zoom_out
 from imaginebot.engine.pipeline import capacity_for
 from imaginebot.engine.tiny import TinyComponents, engine_from
 from imaginebot.errors import OutOfMemory
@@ -20,6 +21,7 @@ from imaginebot.store_models import JobKind
 
 MakeEngine = Callable[..., DiffusionEngine]
 SOURCE = Image.radial_gradient("L").convert("RGB").resize((32, 32))
+ZOOMED = zoom_out(SOURCE, 2.0, (32, 32))
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ def spec(prompt: str, **kwargs: object) -> GenerateSpec:
 
 
 # Different prompts, step counts, samplers, guidance (on, off), sizes (two latent shapes: two groups),
-# img2img, variations and an upscale, joining at different steps.
+# img2img, variations, an upscale, an outpainting and a seamless tile, joining at different steps.
 JOBS = [
     Job(spec("a red lighthouse", sampler="euler_a")),
     Job(spec("a blue boat", sampler="dpm++2m", num_inference_steps=4, guidance_scale=1.0)),
@@ -45,6 +47,9 @@ JOBS = [
     Job(spec("img2img", init_image=SOURCE, strength=0.5, num_inference_steps=8), joins_at=1),
     Job(spec("vary", init_image=SOURCE, seeds=(5, 6)), task="vary", joins_at=2),
     Job(spec("upscale", init_image=SOURCE.resize((16, 16)), seeds=(7,)), task="upscale", joins_at=1),
+    Job(spec("zoom out", init_image=ZOOMED.image, mask_image=ZOOMED.mask, seeds=(8, 9)), joins_at=1),
+    # circular padding is set for its own group's calls only
+    Job(spec("a seamless pattern", tile=True), joins_at=2),
 ]
 
 

@@ -280,3 +280,18 @@ def test_any_text_gives_a_request_or_a_param_error(text: str) -> None:
         return
     assert request.prompt
     assert parse(str(request), DEFAULTS) == request
+
+
+def test_tile_is_a_switch_and_iw_a_weight() -> None:
+    request = parse("a leaf pattern --tile --seed 3")
+    assert request.tile and request.prompt == "a leaf pattern" and request.to_spec(512).tile
+    assert parse("--tile a leaf").prompt == "a leaf"  # a switch takes no value
+    assert parse(str(request)) == request
+    weighted = parse("a sunset --iw 2 --seed 1")
+    assert weighted.image_weight == 2.0 and parse(str(weighted)) == weighted
+    assert weighted.image_strength() < parse("a sunset --seed 1").image_strength() < 1.0
+    assert parse("x --iw 0 --seed 1").image_strength() == 1.0
+    with pytest.raises(ParamError, match=r"--iw must be a number from 0 to 3"):
+        parse("a sunset --iw 4")
+    with pytest.raises(ParamError, match="twice"):
+        parse("a sunset --tile --tile")

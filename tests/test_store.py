@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -10,10 +11,11 @@ import pytest
 from PIL import Image
 
 from imaginebot.engine.api import GenerateSpec
+from imaginebot.engine.canvas import Direction
 from imaginebot.errors import ConfigError, Forbidden, QuotaExceeded
 from imaginebot.migrations import migrations
 from imaginebot.store import DB_NAME, Store, require_sqlite
-from imaginebot.store_models import JobKind, JobStatus, NewJob, UserSettings
+from imaginebot.store_models import Edit, EditKind, JobKind, JobStatus, NewJob, UserSettings
 
 GUILD, ALICE, BOB, MOD = 10, 1, 2, 99
 
@@ -264,3 +266,53 @@ def test_an_sqlite_too_old_for_the_migrations_is_one_clear_sentence() -> None:
     ):
         require_sqlite((3, 34, 1))
     require_sqlite((3, 35, 0))
+
+
+async def test_migration_4_rebuilds_the_jobs_table_keeping_every_row(tmp_path: Path) -> None:
+    """0004 builds the jobs table anew (a CHECK constraint can't be changed in place): rows, their
+    parent links and the id counter survive, and the new columns have their defaults."""
+    with sqlite3.connect(tmp_path / DB_NAME) as db:
+        for version, _, script in migrations()[:3]:
+            db.executescript(script)
+            db.execute(f"PRAGMA user_version = {version}")
+        insert = (
+            "INSERT INTO jobs (user_id, guild_id, channel_id, kind, prompt_text, prompt, steps, cfg, sampler,"
+            " width, height, seeds, charged_day, created_at, parent_id, status)"
+            " VALUES (1, 10, 5, ?, 'x', 'x', 20, 7.0, 'euler_a', 512, 512, '[1]', '2024-05-01',"
+            " '2024-05-01T00:00:00+00:00', ?, 'done')"
+        )
+        db.execute(insert, ("imagine", None))
+        db.execute(insert, ("upscale", 1))
+        db.execute("INSERT INTO user_settings (user_id, steps) VALUES (1, 25)")
+    async with await Store.open(tmp_path) as s:
+        assert await s.schema_version() == len(migrations()) >= 4
+        child = await s.get_job(2)
+        assert child is not None and child.parent_id == 1 and child.kind is JobKind.UPSCALE
+        assert (child.edit, child.source, child.spec.tile) == (None, None, False)
+        assert await s.get_settings(1) == UserSettings(steps=25, remix=False)
+        assert (await s.reserve_job(new_job())).id == 3
+    with sqlite3.connect(tmp_path / DB_NAME) as db:
+        assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+        indexes = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert {"jobs_status", "jobs_user", "jobs_parent", "jobs_undelivered"} <= indexes
+
+
+async def test_edits_tiles_sources_and_remix_round_trip(store: Store) -> None:
+    parent = await store.reserve_job(new_job(kind=JobKind.UPSCALE, images=1))
+    edit = Edit(EditKind.PAN, direction=Direction.UP)
+    spec = replace(new_job().spec, tile=True)
+    job = await store.reserve_job(
+        replace(new_job(kind=JobKind.EDIT, parent_id=parent.id, tile_index=0, edit=edit), spec=spec)
+    )
+    again = await store.get_job(job.id)
+    assert again is not None and again.edit == edit and again.spec.tile is True
+    region = Edit(EditKind.REGION, cells=(1, 5, 9))
+    assert Edit.from_json(region.to_json()) == region
+    zoom = Edit(EditKind.ZOOM, factor=1.5)
+    assert Edit.from_json(zoom.to_json()) == zoom
+    source = await store.save_source(Image.new("RGB", (8, 6), "red"))
+    prompted = await store.reserve_job(new_job(images=1, source=source))
+    assert (await store.get_job(prompted.id)).source == source  # type: ignore[union-attr]
+    assert (await store.load_image(source)).size == (8, 6)
+    await store.save_settings(ALICE, UserSettings(remix=True))
+    assert (await store.get_settings(ALICE)).remix is True

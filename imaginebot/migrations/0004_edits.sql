@@ -2,9 +2,9 @@
 -- which one, and how, in the JSON column edit); seamless tiling (--tile); image prompts (source: the
 -- picture /imagine was given, relative to the data directory).
 -- SQLite can't change a CHECK constraint, so the jobs table is built anew (sqlite.org/lang_altertable.html,
--- "making other kinds of table schema changes"). Its rows reference each other (parent_id): their check
--- waits for the COMMIT, when the new table has the old one's name.
-PRAGMA defer_foreign_keys = ON;
+-- "making other kinds of table schema changes"). Its rows reference each other (parent_id), so the new
+-- table references itself; the RENAME makes that "REFERENCES jobs" (migrations run with foreign keys on,
+-- inside one transaction, where they can't be switched off).
 
 CREATE TABLE jobs_new (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,  -- rides in button custom_ids: ib:u:<id>:<tile>
@@ -13,7 +13,7 @@ CREATE TABLE jobs_new (
     channel_id      INTEGER NOT NULL,
     message_id      INTEGER,                            -- set once the reply exists; tokens expire, ids don't
     kind            TEXT    NOT NULL CHECK (kind IN ('imagine', 'variation', 'upscale', 'reroll', 'edit')),
-    parent_id       INTEGER REFERENCES jobs (id),
+    parent_id       INTEGER REFERENCES jobs_new (id),
     tile_index      INTEGER,                            -- which tile of the parent (V/U), 0-based
     prompt_text     TEXT    NOT NULL,                   -- canonical /imagine text, flags included
     prompt          TEXT    NOT NULL,

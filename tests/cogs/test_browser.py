@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from imaginebot.edits import ARROWS
+from imaginebot.store_models import EditKind, JobKind, JobStatus
 
 pytestmark = pytest.mark.browser
 BotFactory = Any  # tests/cogs/conftest.py: bot_factory(**settings) -> RunningBot
@@ -41,3 +46,72 @@ async def test_type_imagine_get_a_grid_and_upscale(
     assert "Upscale of image 2" in await upscale.inner_text()
     jobs = await running.store.recent_jobs(mock_discord.guild_id, mock_discord.alice.id)
     assert [(job.kind, job.tile_index) for job in jobs] == [("upscale", 1), ("imagine", None)]
+
+
+async def test_custom_zoom_in_a_modal_then_pan_an_upscale(
+    mock_discord: Any, bot_factory: BotFactory, mock_page: Any, tmp_path: Path
+) -> None:
+    page = mock_page
+    running = await bot_factory()
+    await page.fill("#command", "/imagine a red circle --steps 4 --seed 2")
+    await page.press("#command", "Enter")
+    grid = page.locator("article.message", has=page.locator("button[data-custom-id^='ib:u:']"))
+    await grid.first.wait_for(timeout=30_000)
+
+    await grid.first.locator("button", has_text="U1").click()
+    custom_zoom = page.locator("button[data-custom-id^='ib:m:']")
+    await custom_zoom.wait_for(timeout=30_000)
+    upscale = page.locator("article.message", has=custom_zoom)
+    assert "Upscale of image 1" in await upscale.locator(".content").inner_text()
+    labels = await upscale.locator("button.component").all_inner_texts()
+    for tool in ("Upscale (Subtle)", "Vary (Strong)", "Zoom Out 2x", "Zoom Out 1.5x", "Custom Zoom"):
+        assert any(tool in label for label in labels), (tool, labels)
+    arrows = list(ARROWS.values())
+    assert [label for label in labels if label in arrows] == arrows  # ⬅️ ➡️ ⬆️ ⬇️
+    assert not any("Make Square" in label for label in labels)  # the upscale is square
+
+    # Custom Zoom: a dialog with the prompt and the factor, both pre-filled
+    await custom_zoom.click()
+    dialog = page.locator("dialog#modal[open]")
+    await dialog.wait_for(timeout=10_000)
+    assert await dialog.locator("h2").inner_text() == "Custom Zoom"
+    prompt = dialog.locator("textarea[name='prompt']")
+    factor = dialog.locator("input[name='factor']")
+    prefilled = await prompt.input_value()
+    assert prefilled.startswith("a red circle ") and "--steps 4" in prefilled and "--seed 2" in prefilled
+    assert await factor.input_value() == "2"
+    assert await dialog.locator(".modal-label").all_text_contents() == ["Prompt", "Zoom out by (1 to 2)"]
+    await factor.fill("1.5")
+    # the pre-filled prompt says its --ar already; a second one would be refused, so it is changed
+    await prompt.fill(re.sub(r"\s*--ar \S+", "", prefilled) + " --ar 2:1")
+    await dialog.locator("#modal-submit").click()
+    await page.locator("dialog#modal[open]").wait_for(state="detached", timeout=10_000)
+
+    zoomed = page.locator(
+        "article.message",
+        has=page.locator(".content", has_text="Zoom Out 1.5x"),
+    ).filter(has=page.locator("button[data-custom-id^='ib:u:']"))
+    await zoomed.wait_for(timeout=30_000)
+    zoom_text = await zoomed.locator(".content").inner_text()
+    assert "--ar 2:1" in zoom_text and "@Alice" in zoom_text
+    jobs = await running.store.recent_jobs(mock_discord.guild_id, mock_discord.alice.id)
+    newest = jobs[0]
+    assert newest.kind is JobKind.EDIT and newest.status is JobStatus.DONE
+    assert newest.edit is not None and newest.edit.kind is EditKind.ZOOM and newest.edit.factor == 1.5
+    assert newest.spec.width == 2 * newest.spec.height
+    assert newest.parent_id == jobs[1].id and jobs[1].kind is JobKind.UPSCALE
+
+    # ⬅️ on the upscale (still there, its buttons still live): a pan, a new grid
+    await upscale.locator("button", has_text="⬅️").click()
+    panned = page.locator(
+        "article.message",
+        has=page.locator(".content", has_text="Pan ⬅️"),
+    ).filter(has=page.locator("button[data-custom-id^='ib:u:']"))
+    await panned.wait_for(timeout=30_000)
+    jobs = await running.store.recent_jobs(mock_discord.guild_id, mock_discord.alice.id)
+    assert jobs[0].edit is not None and jobs[0].edit.kind is EditKind.PAN
+    assert jobs[0].parent_id == jobs[2].id  # the upscale's
+    for image in await page.locator("article.message img").element_handles():
+        await page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image)
+    assert await page.locator("dialog#modal[open]").count() == 0
+    await page.screenshot(path=str(tmp_path / "custom-zoom-and-pan.png"), full_page=True)

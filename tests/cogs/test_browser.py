@@ -114,4 +114,7 @@ async def test_custom_zoom_in_a_modal_then_pan_an_upscale(
     for image in await page.locator("article.message img").element_handles():
         await page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image)
     assert await page.locator("dialog#modal[open]").count() == 0
-    await page.screenshot(path=str(tmp_path / "custom-zoom-and-pan.png"), full_page=True)
+    # the messages scroll in their own pane: a tall window shows the upscale and both new grids
+    await page.set_viewport_size({"width": 1280, "height": 1800})
+    await page.locator("#messages").evaluate("box => { box.scrollTop = box.scrollHeight; }")
+    await page.screenshot(path=str(tmp_path / "custom-zoom-and-pan.png"))

@@ -16,12 +16,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
+from grid_example import example_spec  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from imaginebot import edits  # noqa: E402
-from imaginebot.config import EMBEDDED_DEFAULTS, EMBEDDED_MODEL  # noqa: E402
-from imaginebot.engine import GenerateSpec, load_engine  # noqa: E402
+from imaginebot.config import EMBEDDED_MODEL  # noqa: E402
+from imaginebot.engine import load_engine  # noqa: E402
 from imaginebot.engine.canvas import Direction  # noqa: E402
 from imaginebot.engine.grid import make_grid  # noqa: E402
 from imaginebot.store_models import Edit, EditKind  # noqa: E402
@@ -51,15 +53,7 @@ def main() -> None:
 
     engine = load_engine(args.model, device="cpu", dtype="float32")
     side = engine.native_size
-    spec = GenerateSpec(
-        prompt=args.prompt,
-        width=side,
-        height=side,
-        num_inference_steps=EMBEDDED_DEFAULTS["default_steps"],
-        guidance_scale=EMBEDDED_DEFAULTS["default_cfg"],
-        sampler=EMBEDDED_DEFAULTS["default_sampler"],
-        seeds=(1,),
-    )
+    spec = example_spec(side, args.prompt, (1,))
     tile = engine.generate(spec).images[0]
     upscale = engine.upscale(tile, spec).images[0]
     for name, edit in (

@@ -20,6 +20,20 @@ from imaginebot.engine import GenerateSpec, load_engine  # noqa: E402
 from imaginebot.engine.grid import make_grid  # noqa: E402
 
 
+def example_spec(side: int, prompt: str, seeds: tuple[int, ...]) -> GenerateSpec:
+    """``/imagine PROMPT`` with the embedded model's defaults, at its native size."""
+    return GenerateSpec(
+        prompt=prompt,
+        negative_prompt="",
+        width=side,
+        height=side,
+        num_inference_steps=EMBEDDED_DEFAULTS["default_steps"],
+        guidance_scale=EMBEDDED_DEFAULTS["default_cfg"],
+        sampler=EMBEDDED_DEFAULTS["default_sampler"],
+        seeds=seeds,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -30,17 +44,7 @@ def main() -> None:
     args = parser.parse_args()
 
     engine = load_engine(args.model, device="cpu", dtype="float32")
-    side = engine.native_size
-    spec = GenerateSpec(
-        prompt=args.prompt,
-        negative_prompt="",
-        width=side,
-        height=side,
-        num_inference_steps=EMBEDDED_DEFAULTS["default_steps"],
-        guidance_scale=EMBEDDED_DEFAULTS["default_cfg"],
-        sampler=EMBEDDED_DEFAULTS["default_sampler"],
-        seeds=(1, 2, 3, 4),
-    )
+    spec = example_spec(engine.native_size, args.prompt, (1, 2, 3, 4))
     make_grid(engine.generate(spec).images).save(args.out)
     print(f"wrote {args.out}")
 

@@ -451,7 +451,9 @@ class JobService:
 
     async def _reroll(self, parent: Job, tile: int, tweak: Tweak) -> _Recipe:
         if parent.kind is JobKind.EDIT and parent.edit is not None:  # the same edit of the same upscale
-            return await self._edit(await self.parent_of(parent.parent_id or 0), parent.edit, tweak)
+            prompt = parent.prompt_text if tweak.prompt is None else tweak.prompt
+            upscale = await self.parent_of(parent.parent_id or 0)
+            return await self._edit(upscale, parent.edit, replace(tweak, prompt=prompt))
         request = self._request(parent, tweak).with_seed(self._seeds())
         spec = request.to_spec(self.native_size)
         if parent.source is not None:  # the same image prompt

@@ -84,6 +84,10 @@ async def test_zoom_out_keeps_the_upscale_in_the_middle_after_a_restart(
         assert np.array_equal(tile[top:bottom, left:right], pixels(expected.image)[top:bottom, left:right])
     assert await used(running, mock_discord, alice) == 4 + 1 + 4  # per image made
     assert zoomed.custom_ids[:4] == [f"ib:u:{job.id}:{t}" for t in range(1, 5)]  # a grid like any other
+    rerolled = await press(mock_discord, zoomed, f"ib:r:{job.id}:0", alice)  # 🔄: the same zoom, new seeds
+    again = await running.store.get_job(job_id_of(rerolled))
+    assert again.kind is JobKind.EDIT and again.edit == job.edit and again.parent_id == up.id
+    assert again.spec.seeds != job.spec.seeds and "Zoom Out 2x" in rerolled.content
 
 
 async def test_pans_keep_the_picture_on_the_far_side_and_chain(

@@ -126,8 +126,8 @@ class Job:
     elapsed_s: float | None
     delivery: Delivery | None  # None until the job ends
     delivered_at: datetime | None
-    edit: Edit | None  # kind EDIT: what it does to its parent
-    source: str | None  # an image prompt's picture (/imagine with an image), relative to the data directory
+    edit: Edit | None = None  # kind EDIT: what it does to its parent
+    source: str | None = None  # an image prompt's picture (/imagine with an image), relative to the data dir
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import aiohttp
@@ -69,6 +70,17 @@ def test_action_letters_never_change() -> None:
         "VARY_STRONG": "t",
         "RETRY": "a",
         "CANCEL": "c",
+        "UPSCALE_SUBTLE": "b",
+        "UPSCALE_CREATIVE": "k",
+        "VARY_REGION": "g",
+        "ZOOM_2X": "z",
+        "ZOOM_1_5X": "o",
+        "CUSTOM_ZOOM": "m",
+        "MAKE_SQUARE": "q",
+        "PAN_LEFT": "w",
+        "PAN_RIGHT": "e",
+        "PAN_UP": "n",
+        "PAN_DOWN": "d",
     }
 
 
@@ -94,7 +106,11 @@ def test_each_state_offers_its_own_buttons() -> None:
     assert labels(make_job(status=JobStatus.INTERRUPTED)) == {"Retry": "ib:a:41:0"}
     assert labels(make_job(status=JobStatus.CANCELLED)) == {}
     upscaled = make_job(kind=JobKind.UPSCALE, images=("a",))
-    assert set(labels(upscaled)) == {"Vary (Subtle)", "Vary (Strong)"}
+    tools = {"Upscale (Subtle)", "Upscale (Creative)", "Vary (Subtle)", "Vary (Strong)", "Vary (Region)"}
+    tools |= {"Zoom Out 2x", "Zoom Out 1.5x", "Custom Zoom", "⬅️", "➡️", "⬆️", "⬇️"}
+    assert set(labels(upscaled)) == tools  # square: no Make Square
+    wide = make_job(kind=JobKind.UPSCALE, images=("a",), spec=replace(upscaled.spec, width=768))
+    assert set(labels(wide)) == tools | {"Make Square"}
     assert len(labels(make_job(images=("a", "b")))) == 5  # U1 U2 V1 V2 🔄
 
 

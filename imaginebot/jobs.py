@@ -318,7 +318,7 @@ class JobService:
             return await self._launch(origin, recipe, reply)
         picture = await asyncio.to_thread(read_image_prompt, image)
         source = await self.store.save_source(picture)
-        spec = replace(request.to_spec(self.native_size), strength=request.image_strength())
+        spec = request.to_spec(self.native_size, image_prompt=True)
         try:
             return await self._launch(
                 origin, _Recipe(JobKind.IMAGINE, str(request), spec, source=source), reply
@@ -384,7 +384,7 @@ class JobService:
     async def _vary(self, parent: Job, tile: int, tweak: Tweak) -> _Recipe:
         index = self._tile(parent, tile)
         request = replace(self._request(parent, tweak), seed=self._seeds(), images=4)
-        spec = replace(self._spec(parent, request), seeds=request.tile_seeds(), strength=None)
+        spec = replace(request.to_spec(self.native_size), width=parent.spec.width, height=parent.spec.height)
         return _Recipe(JobKind.VARIATION, str(request), spec, parent.id, index)
 
     async def _vary_subtle(self, parent: Job, tile: int, tweak: Tweak) -> _Recipe:
@@ -397,11 +397,7 @@ class JobService:
         source = await self._upscaled_picture(parent)
         request = replace(self._request(parent, tweak), seed=self._seeds(), images=4)
         spec = replace(
-            self._spec(parent, request),
-            seeds=request.tile_seeds(),
-            width=source.width,
-            height=source.height,
-            strength=strength,
+            request.to_spec(self.native_size), width=source.width, height=source.height, strength=strength
         )
         return _Recipe(JobKind.VARIATION, str(request), spec, parent.id, 0)
 
@@ -455,37 +451,26 @@ class JobService:
             upscale = await self.parent_of(parent.parent_id or 0)
             return await self._edit(upscale, parent.edit, replace(tweak, prompt=prompt))
         request = self._request(parent, tweak).with_seed(self._seeds())
-        spec = request.to_spec(self.native_size)
-        if parent.source is not None:  # the same image prompt
-            spec = replace(spec, strength=request.image_strength())
-        return _Recipe(JobKind.REROLL, str(request), spec, parent.id, source=parent.source)
+        spec = request.to_spec(self.native_size, image_prompt=parent.source is not None)
+        return _Recipe(JobKind.REROLL, str(request), spec, parent.id, source=parent.source)  # same image
 
     def _request(self, parent: Job, tweak: Tweak) -> ImagineRequest:
         """The parent's /imagine, or the one the user remixed it into."""
         return parse(parent.prompt_text if tweak.prompt is None else tweak.prompt, self.defaults)
-
-    @staticmethod
-    def _spec(parent: Job, request: ImagineRequest) -> GenerateSpec:
-        """The parent's spec with a remixed request's text and settings (its size stays the parent's)."""
-        return replace(
-            parent.spec,
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt,
-            num_inference_steps=request.steps,
-            guidance_scale=request.cfg,
-            sampler=request.sampler,
-            tile=request.tile,
-        )
 
     async def _upscaled_picture(self, parent: Job) -> Image.Image:
         """The picture of a finished upscale, which the tools under it start from."""
         if parent.kind is not JobKind.UPSCALE:
             raise ImagineError("That tool works on an upscale: press U1–U4 first.")
         self._tile(parent, 1)
+        return await self._starting_picture(parent.images[0])
+
+    async def _starting_picture(self, path: str) -> Image.Image:
+        """A picture a job starts from (a parent's tile, an image prompt); ImagineError when it is gone."""
         try:
-            return await self.store.load_image(parent.images[0])
+            return await self.store.load_image(path)
         except OSError as error:
-            raise ImagineError("The image this starts from is gone; start a new /imagine.") from error
+            raise ImagineError("The image this job starts from is gone; start a new /imagine.") from error
 
     async def _retry(self, parent: Job, tile: int, tweak: Tweak) -> _Recipe:
         if parent.status not in (JobStatus.FAILED, JobStatus.INTERRUPTED, JobStatus.CANCELLED):
@@ -551,22 +536,15 @@ class JobService:
     async def _engine_spec(self, job: Job) -> GenerateSpec:
         """The one place a stored job becomes what the engine runs: its spec, plus the picture a variation
         or an upscale starts from (its parent's tile)."""
-        gone = ImagineError("The image this job starts from is gone; start a new /imagine.")
         if job.source is not None:  # an image prompt, cut to the shape asked for
-            try:
-                picture = await self.store.load_image(job.source)
-            except OSError as error:
-                raise gone from error
+            picture = await self._starting_picture(job.source)
             return replace(job.spec, init_image=ImageOps.fit(picture, (job.spec.width, job.spec.height)))
         if job.kind not in (JobKind.VARIATION, JobKind.UPSCALE, JobKind.EDIT):
             return job.spec
         parent = await self.store.get_job(job.parent_id) if job.parent_id is not None else None
         if parent is None or job.tile_index is None or job.tile_index >= len(parent.images):
-            raise gone
-        try:
-            source = await self.store.load_image(parent.images[job.tile_index])
-        except OSError as error:
-            raise gone from error
+            raise ImagineError("The image this job starts from is gone; start a new /imagine.")
+        source = await self._starting_picture(parent.images[job.tile_index])
         if job.edit is None:
             return replace(job.spec, init_image=source)
         canvas = edits.make_canvas(job.edit, source, (job.spec.width, job.spec.height))

@@ -85,8 +85,9 @@ class ImagineRequest:
         """Width and height for this aspect ratio at about the model's native pixel count."""
         return size_for_aspect(self.aspect, native_side)
 
-    def to_spec(self, native_side: int) -> GenerateSpec:
-        """What the engine runs for this request: the one place a request becomes an engine spec."""
+    def to_spec(self, native_side: int, *, image_prompt: bool = False) -> GenerateSpec:
+        """What the engine runs for this request: the one place a request becomes an engine spec.
+        ``image_prompt``: the pictures start from an image, as much as --iw says."""
         width, height = self.size(native_side)
         return GenerateSpec(
             prompt=self.prompt,
@@ -98,6 +99,7 @@ class ImagineRequest:
             sampler=self.sampler,
             seeds=self.tile_seeds(),
             tile=self.tile,
+            strength=self.image_strength() if image_prompt else None,
         )
 
     def image_strength(self) -> float:

@@ -291,6 +291,8 @@ def test_tile_is_a_switch_and_iw_a_weight() -> None:
     assert weighted.image_weight == 2.0 and parse(str(weighted)) == weighted
     assert weighted.image_strength() < parse("a sunset --seed 1").image_strength() < 1.0
     assert parse("x --iw 0 --seed 1").image_strength() == 1.0
+    assert weighted.to_spec(512, image_prompt=True).strength == weighted.image_strength()
+    assert weighted.to_spec(512).strength is None  # no image: the engine's choice
     with pytest.raises(ParamError, match=r"--iw must be a number from 0 to 3"):
         parse("a sunset --iw 4")
     with pytest.raises(ParamError, match="twice"):

@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+from imaginebot.engine import spatial
 from imaginebot.engine._types import Scheduler, UNet, Vae
 from imaginebot.engine.api import (
     SAMPLERS,
@@ -99,6 +99,8 @@ class DiffusionEngine:
         self.planner = Planner.from_configs(unet.config, vae.config, upscale_max_side)
         self.vae_scale_factor = self.planner.vae_scale_factor
         self._previews = PreviewWorker()
+        # --tile switches these to circular padding for its own calls
+        self._unet_convs, self._vae_convs = spatial.padded_convs(unet), spatial.padded_convs(vae)
         if latent_rgb is None:
             latent_rgb = published_latent_rgb(vae.config, is_sdxl=self.is_sdxl) or self._fit_latent_rgb()
         self.latent_rgb = latent_rgb.to(device)
@@ -223,7 +225,7 @@ class DiffusionEngine:
         with (
             self._errors(_describe(job.spec), job.fallback),
             torch.inference_mode(),
-            self._circular(job.spec.tile, self.vae),
+            spatial.circular(self._vae_convs if job.spec.tile else ()),
         ):
             # one tile at a time: the VAE's activations at full size are the job's memory peak
             images = tuple(self._decode(job.latents[i : i + 1]) for i in range(job.spec.num_images))
@@ -336,7 +338,7 @@ class DiffusionEngine:
             )
             latents = latents * scheduler.init_noise_sigma
         else:
-            with self._circular(spec.tile, self.vae):
+            with spatial.circular(self._vae_convs if spec.tile else ()):
                 init_latents = self._encode_image(spec.init_image, spec.width, spec.height, generator)
             noise = randn_tensor(
                 latent_shape, generator=generator, device=self.device, dtype=prompt_embeds.dtype
@@ -344,7 +346,8 @@ class DiffusionEngine:
             latents = scheduler.add_noise(init_latents, noise, timesteps[:1].repeat(batch_size))
         masked = None
         if spec.mask_image is not None:
-            masked = _Masked(self._latent_mask(spec.mask_image), init_latents, noise)
+            mask = spatial.latent_mask(spec.mask_image, self.vae_scale_factor).to(self.device, self.dtype)
+            masked = _Masked(mask, init_latents, noise)
 
         return _State(
             plan=dataclasses.replace(plan, steps=len(timesteps)),
@@ -377,7 +380,7 @@ class DiffusionEngine:
                 key: _cat([job.cond.added_cond_kwargs[key] for job in jobs])  # type: ignore[index]
                 for key in ("text_embeds", "time_ids")
             }
-        with self._circular(jobs[0].spec.tile, self.unet):
+        with spatial.circular(self._unet_convs if jobs[0].spec.tile else ()):
             noise_pred = self._unet(
                 _cat(rows), _cat(timesteps), _cat([job.cond.prompt_embeds for job in jobs]), added_cond_kwargs
             )
@@ -416,28 +419,9 @@ class DiffusionEngine:
             )[0]
             return out
 
-        height, width = sample.shape[-2:]
-        if not self.planner.tiled(height, width):
-            return unet(sample)
-        # Large latents (an upscale of an upscale): overlapping windows of the native size, as MultiDiffusion
-        # (Bar-Tal et al., 2023), each prediction weighted down towards its window's edges. Noise predictions
-        # are averaged rather than whole steps, so each job keeps its one scheduler.
-        tile, overlap = self.planner.native_latent, self.planner.native_latent // 4
-        noise_pred: torch.Tensor | None = None
-        total = torch.zeros((1, 1, height, width), device=sample.device, dtype=torch.float32)
-        for y in _window_starts(height, tile, overlap):
-            for x in _window_starts(width, tile, overlap):
-                rows, columns = slice(y, y + min(tile, height)), slice(x, x + min(tile, width))
-                pred = unet(sample[..., rows, columns])
-                weights = _window_weights(pred.shape[-2], pred.shape[-1], overlap).to(sample.device)
-                if noise_pred is None:
-                    noise_pred = torch.zeros(
-                        (*pred.shape[:2], height, width), device=sample.device, dtype=torch.float32
-                    )
-                noise_pred[..., rows, columns] += pred.float() * weights
-                total[..., rows, columns] += weights
-        assert noise_pred is not None
-        return (noise_pred / total).to(sample.dtype)
+        if self.planner.tiled(*sample.shape[-2:]):  # an upscale of an upscale: native windows
+            return spatial.tiled(unet, sample, self.planner.native_latent)
+        return unet(sample)
 
     def _blend_kept(self, job: _State) -> torch.Tensor:
         """Inpainting and outpainting: the kept area's own latents, noised to the level the next step starts
@@ -449,30 +433,6 @@ class DiffusionEngine:
             t = job.timesteps[next_step]
             known = job.scheduler.add_noise(known, job.masked.noise, t.reshape(1).expand(known.shape[0]))
         return (1 - mask) * known.to(job.latents.dtype) + mask * job.latents
-
-    def _latent_mask(self, mask_image: Image.Image) -> torch.Tensor:
-        """The mask at the latents' size: a latent pixel is drawn anew if any of its pixels is, so the kept
-        latents cover only what is wholly kept."""
-        mask = torch.from_numpy(np.asarray(mask_image.convert("L"), dtype=np.float32) / 255.0)[None, None]
-        mask = F.max_pool2d(mask, self.vae_scale_factor)
-        return (mask > 0).to(device=self.device, dtype=self.dtype)
-
-    @contextlib.contextmanager
-    def _circular(self, on: bool, module: torch.nn.Module) -> Iterator[None]:
-        """--tile: every padded convolution of ``module`` wraps around the picture's edges while the block
-        runs, so the picture tiles seamlessly (A1111's "Tiling" does the same)."""
-        convs = [
-            conv
-            for conv in (module.modules() if on else ())
-            if isinstance(conv, torch.nn.Conv2d) and any(conv._reversed_padding_repeated_twice)
-        ]
-        for conv in convs:
-            conv.padding_mode = "circular"
-        try:
-            yield
-        finally:
-            for conv in convs:
-                conv.padding_mode = "zeros"
 
     def _encode_prompt(self, spec: GenerateSpec, batch_size: int, do_cfg: bool) -> _Conditioning:
         if self.text_encoder_2 is None:
@@ -713,24 +673,6 @@ class _State:
 def _own(state: StepState) -> _State:
     assert isinstance(state, _State), "a state from another engine"
     return state
-
-
-def _window_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Where windows of ``tile`` start along ``length``, ``overlap`` apart at least, the last at the end."""
-    if length <= tile:
-        return [0]
-    starts = list(range(0, length - tile, tile - overlap))
-    return [*starts, length - tile]
-
-
-def _window_weights(height: int, width: int, overlap: int) -> torch.Tensor:
-    """A window's weights: 1 in the middle, falling linearly over ``overlap`` towards each edge (never 0)."""
-
-    def ramp(n: int) -> torch.Tensor:
-        i = torch.arange(n, dtype=torch.float32)
-        return torch.minimum(torch.minimum(i + 1, n - i), torch.tensor(float(max(overlap, 1))))
-
-    return (ramp(height)[:, None] * ramp(width)[None, :])[None, None]
 
 
 def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:

@@ -11,10 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from imaginebot.engine import DiffusionEngine, GenerateSpec
+from imaginebot.engine import DiffusionEngine, GenerateSpec, spatial
 from imaginebot.engine import canvas as cv
 from imaginebot.engine.canvas import Direction
-from imaginebot.engine.pipeline import _window_starts
 from imaginebot.errors import ParamError
 
 SOURCE = Image.radial_gradient("L").convert("RGB").resize((32, 32))
@@ -139,11 +138,11 @@ def test_tile_makes_the_unet_and_the_vae_wrap_around(sd_engine: DiffusionEngine)
 
     shift = 4  # latents: a multiple of the UNet's downsampling
     with torch.inference_mode():
-        with sd_engine._circular(True, unet):
+        with spatial.circular(spatial.padded_convs(unet)):
             wraps = (unet_out(rolled(latents, shift)) - rolled(unet_out(latents), shift)).abs().max()
         plain = (unet_out(rolled(latents, shift)) - rolled(unet_out(latents), shift)).abs().max()
         f = sd_engine.vae_scale_factor
-        with sd_engine._circular(True, vae):
+        with spatial.circular(spatial.padded_convs(vae)):
             decoded = vae.decode(latents).sample
             vae_wraps = (vae.decode(rolled(latents, shift)).sample - rolled(decoded, shift * f)).abs().max()
     assert wraps < 1e-4 < plain
@@ -180,7 +179,7 @@ def test_an_upscale_of_an_upscale_is_tiled_and_sized(sd_engine: DiffusionEngine)
 
 @pytest.mark.parametrize(("length", "tile", "overlap"), [(8, 8, 2), (20, 8, 2), (33, 8, 2), (64, 16, 4)])
 def test_windows_cover_everything_and_overlap(length: int, tile: int, overlap: int) -> None:
-    starts = _window_starts(length, tile, overlap)
+    starts = spatial.window_starts(length, tile, overlap)
     covered = np.zeros(length, dtype=bool)
     for start in starts:
         covered[start : start + tile] = True

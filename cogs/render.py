@@ -133,9 +133,9 @@ def button_look(action: Action, tile: int) -> tuple[str | None, str | None, disc
 
 def button_row(action: Action) -> int:
     """Midjourney's layout: U1–U4 on the first row, V1–V4 and 🔄 on the second; under an upscale, the
-    upscales and variations first, the zooms second, the pans third."""
-    zooms = (Action.ZOOM_2X, Action.ZOOM_1_5X, Action.CUSTOM_ZOOM, Action.MAKE_SQUARE)
-    if action in (Action.VARY, Action.REROLL, *zooms):
+    upscales and variations first, the zooms and Make Square second, the pans third."""
+    zooms_and_square = (Action.ZOOM_2X, Action.ZOOM_1_5X, Action.CUSTOM_ZOOM, Action.MAKE_SQUARE)
+    if action in (Action.VARY, Action.REROLL, *zooms_and_square):
         return 1
     return 2 if action in PANS else 0
 

@@ -31,9 +31,11 @@ from discord.ext import commands
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
 
 from cogs.common import describe_error, tell
+from imaginebot.catalog import Catalog
 from imaginebot.config import Settings, load_settings
 from imaginebot.delivery import DeliveryPolicy
 from imaginebot.discord_url import DEFAULT_DISCORD_URL, use_discord_url
+from imaginebot.engine.planning import Planner
 from imaginebot.errors import ConfigError, ImagineError, ModelNotFound
 from imaginebot.executor import Executor
 from imaginebot.jobs import JobService
@@ -136,12 +138,11 @@ def login(bot: commands.Bot, token: str) -> Callable[[], Awaitable[None]]:
     return attempt
 
 
-def job_service(settings: Settings, store: Store, executor: Executor, native_size: int) -> JobService:
+def job_service(settings: Settings, store: Store, executor: Executor, catalog: Catalog) -> JobService:
     return JobService(
         store,
         executor,
-        defaults=settings.request_defaults,
-        native_size=native_size,
+        catalog=catalog,
         upscale_max_side=settings.upscale_max_side,
         preview_min_interval=settings.preview_min_interval,
         delivery=DeliveryPolicy(
@@ -162,39 +163,52 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--port", type=int, help="the local Discord's port with --mock (IMAGINEBOT_MOCK_PORT)"
     )
-    parser.add_argument("--model", help="a diffusers folder or cached hub id (IMAGINEBOT_MODEL)")
+    parser.add_argument(
+        "--model", help="a .safetensors checkpoint, a diffusers folder or a cached hub id (IMAGINEBOT_MODEL)"
+    )
     return parser.parse_args(argv)
 
 
-async def local_executor(settings: Settings) -> tuple[Executor, int]:
-    """One engine and one batching worker per device of this machine."""
-    from imaginebot.engine import load_engine  # torch is imported only once the settings are good
+async def local_executor(settings: Settings) -> tuple[Executor, Catalog]:
+    """One batching worker per device of this machine, each with the models its device holds."""
+    # torch is imported only once the settings are good
+    from imaginebot.engine import DiffusionEngine
+    from imaginebot.engine.models import load_models
 
-    devices = settings.worker_devices
-    log.info("loading the model %s on %s", settings.model_path, ", ".join(devices))
-    engines = [
+    devices, entries = settings.worker_devices, settings.model_entries
+    log.info("loading %s on %s", ", ".join(e.name for e in entries), ", ".join(devices))
+    sets = [
         await asyncio.to_thread(
-            load_engine,
-            settings.model_path,
+            load_models,
+            entries,
             device=device,
             dtype=settings.dtype,
             upscale_max_side=settings.upscale_max_side,
+            lora_dir=settings.lora_dir,
         )
         for device in devices
     ]
+    planners: dict[str, Planner] = {}  # each model some device holds, from the first that holds it
+    for models in sets:
+        for name in models.names:
+            engine = models.engine(name)
+            assert isinstance(engine, DiffusionEngine)
+            planners.setdefault(name, engine.planner)
+    for entry in entries:
+        if entry.name not in planners:
+            log.error("model %s fits on no device here: prompts can't use it", entry.name)
     executor = Executor(
-        engines,
+        sets,
         max_queued_per_user=settings.max_queued_per_user,
         preview_every=settings.preview_every,
         capacity=settings.batch_capacity,
     )
-    return executor, engines[0].native_size
+    return executor, settings.catalog(planners)
 
 
-async def ray_executor(settings: Settings, stack: contextlib.AsyncExitStack) -> tuple[Executor, int]:
-    """Workers on a Ray cluster: the bot plans from the model's configs and loads no weights itself."""
-    from imaginebot.engine.loading import find_model_folder
-    from imaginebot.engine.planning import Planner
+async def ray_executor(settings: Settings, stack: contextlib.AsyncExitStack) -> tuple[Executor, Catalog]:
+    """Workers on a Ray cluster: the bot plans from the models' configs and loads no weights itself."""
+    from imaginebot.engine.models import ModelPlanner
 
     try:
         import ray
@@ -213,14 +227,27 @@ async def ray_executor(settings: Settings, stack: contextlib.AsyncExitStack) -> 
     )
     connect(address)  # a second or two, before anything else runs
     stack.callback(ray.shutdown)
-    folder = await asyncio.to_thread(find_model_folder, settings.model_path)
-    planner = Planner.from_folder(folder, upscale_max_side=settings.upscale_max_side)
+    planners = {
+        entry.name: await asyncio.to_thread(planner_for, entry.path, settings.upscale_max_side)
+        for entry in settings.model_entries
+    }
     executor = Executor(
-        planner=planner,
+        planner=ModelPlanner(planners),
         max_queued_per_user=settings.max_queued_per_user,
         preview_every=settings.preview_every,
     )
-    return executor, planner.native_size
+    return executor, settings.catalog(planners)
+
+
+def planner_for(model: str, upscale_max_side: int) -> Planner:
+    """A model's planner from its configs alone (no weights)."""
+    from imaginebot.engine.loading import find_model_folder
+    from imaginebot.engine.single_file import is_single_file
+
+    if is_single_file(model):  # a .safetensors / .ckpt: the shipped configs of its kind, from its header
+        return Planner.from_checkpoint(model, upscale_max_side=upscale_max_side)
+    folder = find_model_folder(model)
+    return Planner.from_folder(folder, upscale_max_side=upscale_max_side)
 
 
 def place_ray_workers(settings: Settings, executor: Executor, stack: contextlib.AsyncExitStack) -> None:
@@ -228,7 +255,8 @@ def place_ray_workers(settings: Settings, executor: Executor, stack: contextlib.
     from imaginebot.ray_workers import RayWorkers, WorkerConfig
 
     config = WorkerConfig(
-        model=settings.model or "",
+        models=settings.model_entries,
+        lora_dir=str(settings.lora_dir) if settings.lora_dir else None,
         dtype=settings.dtype,
         upscale_max_side=settings.upscale_max_side,
         capacity=settings.batch_capacity,
@@ -269,15 +297,15 @@ async def run(settings: Settings, *, mock: bool) -> None:
         store = await Store.open(data_dir, default_daily_images=settings.quota_per_day)
         stack.push_async_callback(store.close)
         if settings.ray_address:
-            executor, native_size = await ray_executor(settings, stack)
+            executor, catalog = await ray_executor(settings, stack)
         else:
-            executor, native_size = await local_executor(settings)
+            executor, catalog = await local_executor(settings)
         await executor.start()
         stack.push_async_callback(executor.stop)
         if settings.ray_address:
             place_ray_workers(settings, executor, stack)
         # Closed before the executor stops: what it was following stays in the store for the next start.
-        jobs = await stack.enter_async_context(job_service(settings, store, executor, native_size))
+        jobs = await stack.enter_async_context(job_service(settings, store, executor, catalog))
         async with ImagineBot(settings, store, jobs) as bot:
             assert token is not None
             await until_it_answers(

@@ -83,7 +83,7 @@ async def bench(args: argparse.Namespace) -> None:
     local = Executor(engine, capacity=capacity, preview_every=PREVIEW_EVERY)
     remote = Executor(planner=Planner.from_folder(EMBEDDED_MODEL), preview_every=PREVIEW_EVERY)
     async with local, remote:
-        config = WorkerConfig(model="", device="cpu", capacity=capacity, preview_every=PREVIEW_EVERY)
+        config = WorkerConfig(device="cpu", capacity=capacity, preview_every=PREVIEW_EVERY)
         workers = RayWorkers(config, remote.add_worker, workers=1)
         workers.top_up()
         worker = workers.placed[0]

@@ -1,4 +1,4 @@
-"""What a button asks before its job is made (``imaginebot.jobs.asks_for``): Discord's modals and menus.
+"""What a button asks before its job is made (``imaginebot.actions.asks_for``): Discord's modals and menus.
 
 - Remix mode: a modal with the prompt to change (V, 🔄, Vary, Zoom, Pan).
 - Custom Zoom: a modal with the prompt and the zoom factor (1.0-2.0; ``--ar`` in the prompt is allowed).
@@ -17,8 +17,8 @@ from typing import Any
 import discord
 
 from imaginebot import edits
+from imaginebot.actions import Action, Tweak
 from imaginebot.errors import ImagineError
-from imaginebot.jobs import Action, Tweak
 
 PROMPT_CHARS = 1500  # as /imagine's prompt option
 REGION_ID = r"ib:region:(?P<job>[0-9]{1,20})"

@@ -19,8 +19,9 @@ from discord.ext import commands
 from cogs.asks import RegionModal, RegionSelect, RemixModal, ZoomModal, region_menu
 from cogs.common import guild_id_of, is_moderator, tell
 from cogs.jobmessage import DiscordReply, JobButton
+from imaginebot.actions import Action, Ask, Tweak, asks_for
 from imaginebot.errors import ImagineError
-from imaginebot.jobs import Action, Ask, Leftovers, Origin, Tweak, asks_for, check_image_prompt
+from imaginebot.jobs import Leftovers, Origin, check_image_prompt
 
 if TYPE_CHECKING:
     from bot import ImagineBot

@@ -28,8 +28,8 @@ import discord
 
 from cogs import render
 from cogs.common import describe_error
+from imaginebot.actions import Action, next_actions
 from imaginebot.delivery import DeliveryFailed, JobView, MessageGone, Posted, Update, Working
-from imaginebot.jobs import Action, next_actions
 from imaginebot.store_models import Job
 
 log = logging.getLogger(__name__)

@@ -9,9 +9,9 @@ from PIL import Image
 
 from cogs.common import about, short
 from imaginebot import edits
+from imaginebot.actions import PANS, UPSCALE_SUBTLE, Action
 from imaginebot.delivery import JobView, Update, Waiting
 from imaginebot.engine.grid import EncodedImage, encode_under_limit
-from imaginebot.jobs import PANS, UPSCALE_SUBTLE, Action
 from imaginebot.store_models import Job, JobKind, JobStatus
 
 PROMPT_CHARS = 300  # of the prompt in the headline; the canonical text below it is complete

@@ -1,4 +1,4 @@
-"""/settings (a panel of the user's own /imagine defaults), /info (usage and quota) and /queue."""
+"""/settings (the user's own /imagine defaults), /models, /info (usage and quota) and /queue."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs.common import about, guild_id_of, short
+from imaginebot.catalog import Catalog
 from imaginebot.engine.api import SAMPLERS
-from imaginebot.jobs import defaults_for
-from imaginebot.params import CFG_RANGE, RequestDefaults
+from imaginebot.params import CFG_RANGE, MODELS_LISTED, RequestDefaults, pick_name
 from imaginebot.store_models import UserSettings
 
 if TYPE_CHECKING:
@@ -29,10 +29,11 @@ def describe(defaults: RequestDefaults, mine: UserSettings) -> str:
         return "" if own is None else " (yours)"
 
     width, height = defaults.aspect
+    model = f"model **{defaults.model}**{mark(mine.model)} · " if defaults.model else ""
     return "\n".join(
         [
             "**Your /imagine defaults** — flags in a prompt always win.",
-            f"steps **{defaults.steps}**{mark(mine.steps)} · cfg **{defaults.cfg:g}**{mark(mine.cfg)}"
+            f"{model}steps **{defaults.steps}**{mark(mine.steps)} · cfg **{defaults.cfg:g}**{mark(mine.cfg)}"
             f" · aspect **{width}:{height}**{mark(mine.aspect)}"
             f" · sampler **{defaults.sampler}**{mark(mine.sampler)}"
             f" · images **{defaults.images}**{mark(mine.images)}",
@@ -44,6 +45,24 @@ def describe(defaults: RequestDefaults, mine: UserSettings) -> str:
             ),
         ]
     )
+
+
+def describe_models(catalog: Catalog, yours: str | None) -> str:
+    lines = ["**Models** — pick one with `--model name`, or for all your prompts with `/settings model:`"]
+    for i, model in enumerate(catalog.models):
+        d = model.defaults
+        marks = [mark for mark, on in (("default", i == 0), ("yours", model.name == yours)) if on]
+        lines.append(
+            f"- **{model.name}**{' (' + ', '.join(marks) + ')' if marks else ''}: {model.kind}; "
+            f"steps {d.steps} · cfg {d.cfg:g} · sampler {d.sampler}"
+        )
+    loras = sorted(catalog.loras())
+    if loras:
+        lines.append("**LoRAs** — add one with `--lora name:0.8` (weights 0–2; more than one allowed): ")
+        lines[-1] += ", ".join(f"`{name}`" for name in loras)
+    else:
+        lines.append("No LoRAs: the bot's operator can put LoRA files in IMAGINEBOT_LORA_DIR.")
+    return "\n".join(lines)
 
 
 class SettingsPanel(discord.ui.View):
@@ -99,7 +118,7 @@ class SettingsPanel(discord.ui.View):
 
     def _cfg_callback(self, delta: float) -> Any:
         async def callback(interaction: discord.Interaction[Any]) -> None:
-            base = self.mine.cfg if self.mine.cfg is not None else self.bot.settings.request_defaults.cfg
+            base = self.bot.jobs.defaults_of(self.mine).cfg
             cfg = min(CFG_RANGE[1], max(CFG_RANGE[0], base + delta))
             await self._save(interaction, replace(self.mine, cfg=cfg))
 
@@ -115,7 +134,7 @@ class SettingsPanel(discord.ui.View):
         await self.bot.store.save_settings(self.user_id, mine)
         self.mine = mine
         self._fill()
-        text = describe(defaults_for(self.bot.settings.request_defaults, mine), mine)
+        text = describe(self.bot.jobs.defaults_of(mine), mine)
         await interaction.response.edit_message(content=text, view=self)
 
 
@@ -124,10 +143,16 @@ class Settings(commands.Cog):
         self.bot = bot
 
     @app_commands.command(name="settings")
-    async def settings(self, interaction: discord.Interaction[ImagineBot]) -> None:
-        """Your own defaults for /imagine: steps, cfg, aspect, sampler, images, Remix mode."""
+    @app_commands.describe(model="the model your prompts use without --model (/models lists them)")
+    async def settings(self, interaction: discord.Interaction[ImagineBot], model: str | None = None) -> None:
+        """Your own defaults for /imagine: model, steps, cfg, aspect, sampler, images, Remix mode."""
         mine = await self.bot.store.get_settings(interaction.user.id)
-        text = describe(defaults_for(self.bot.settings.request_defaults, mine), mine)
+        if model is not None:
+            catalog = self.bot.jobs.catalog
+            name = pick_name("model", model.strip(), catalog.names, "model", MODELS_LISTED)
+            mine = replace(mine, model=None if name == catalog.default.name else name)
+            await self.bot.store.save_settings(interaction.user.id, mine)
+        text = describe(self.bot.jobs.defaults_of(mine), mine)
         await interaction.response.send_message(
             text, view=SettingsPanel(self.bot, interaction.user.id, mine), ephemeral=True
         )
@@ -152,8 +177,17 @@ class Settings(commands.Cog):
             lines.append("**Latest jobs:**")
             lines += [f"- #{job.id} {job.kind} · {job.status} · {short(job.spec.prompt, 60)}" for job in jobs]
         mine = await store.get_settings(user)
-        lines.append(describe(defaults_for(self.bot.settings.request_defaults, mine), mine))
+        lines.append(describe(self.bot.jobs.defaults_of(mine), mine))
         await interaction.response.send_message(short("\n".join(lines), 1900), ephemeral=True)
+
+    @app_commands.command(name="models")
+    async def models(self, interaction: discord.Interaction[ImagineBot]) -> None:
+        """The models and LoRAs this bot has, with each model's defaults."""
+        catalog = self.bot.jobs.catalog
+        mine = await self.bot.store.get_settings(interaction.user.id)
+        await interaction.response.send_message(
+            short(describe_models(catalog, mine.model), 1900), ephemeral=True
+        )
 
     @app_commands.command(name="queue")
     async def queue(self, interaction: discord.Interaction[ImagineBot]) -> None:

@@ -90,8 +90,10 @@ class Batcher:
         capacity: float | None = None,
         preview_every: int = 5,
         step_times: StepTimes | None = None,
+        models: frozenset[str] | None = None,
     ) -> None:
         self.engine = engine
+        self.models = models  # the models its engine holds; None: it takes any job
         self.capacity = capacity  # None until run() measures it; lowered when memory runs out
         self.preview_every = preview_every
         self.step_times = step_times or StepTimes()

@@ -8,13 +8,25 @@ allowed. The Discord token is a SecretStr: it is never printed, logged, or echoe
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from imaginebot.catalog import (
+    LCM_DEFAULTS,
+    TURBO_DEFAULTS,
+    Catalog,
+    ModelEntry,
+    ModelInfo,
+    model_defaults,
+    parse_models,
+)
 from imaginebot.engine.api import DEFAULT_SAMPLER, SAMPLERS
+from imaginebot.engine.planning import Planner
 from imaginebot.errors import ConfigError
 from imaginebot.params import CFG_RANGE, IMAGES_RANGE, MAX_ASPECT, STEPS_RANGE, RequestDefaults, parse_aspect
 
@@ -25,7 +37,7 @@ EMBEDDED_MODEL = PACKAGE_DIR / "models" / "shapes-64"
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 # What the embedded model draws best with (MODEL.md); used when the model is the embedded one and the
 # operator did not set these themselves.
-EMBEDDED_DEFAULTS: dict[str, Any] = {"default_steps": 20, "default_cfg": 5.0, "default_sampler": "euler_a"}
+EMBEDDED_DEFAULTS: dict[str, Any] = {"steps": 20, "cfg": 5.0, "sampler": "euler_a"}
 
 
 class Settings(BaseSettings):
@@ -51,7 +63,16 @@ class Settings(BaseSettings):
     )
     model: str = Field(
         "",
-        description="a diffusers-format folder or a hub id in the local cache (empty: the embedded model)",
+        description="a checkpoint: a .safetensors file (SD 1.x, 2.x, SDXL), a diffusers-format folder or a "
+        "hub id in the local cache (empty: the embedded model)",
+    )
+    models: str | None = Field(
+        None,
+        description="several checkpoints as name=path entries separated by commas, the first the default, "
+        "each optionally with its own steps=, cfg=, sampler=, size= (in place of IMAGINEBOT_MODEL)",
+    )
+    lora_dir: Path | None = Field(
+        None, description="a folder of LoRA files (.safetensors) that prompts use with --lora name:weight"
     )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     devices: str | None = Field(
@@ -153,6 +174,27 @@ class Settings(BaseSettings):
             raise ValueError("must be devices separated by commas, each auto, cpu, cuda, cuda:N or mps")
         return ",".join(names)
 
+    @field_validator("models")
+    @classmethod
+    def _models(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parse_models(value)  # its ValueError says which entry is wrong and what is allowed
+        return value
+
+    @field_validator("lora_dir")
+    @classmethod
+    def _lora_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.expanduser().is_dir():
+            raise ValueError(f"{value} is not a folder")
+        return value.expanduser() if value is not None else None
+
+    @model_validator(mode="after")
+    def _one_way_to_name_models(self) -> Settings:
+        if self.model and self.models:
+            raise ValueError("set IMAGINEBOT_MODEL or IMAGINEBOT_MODELS, not both")
+        return self
+
     @field_validator("default_sampler")
     @classmethod
     def _sampler(cls, value: str) -> str:
@@ -174,9 +216,18 @@ class Settings(BaseSettings):
         return value.rstrip("/") if value else value
 
     @property
+    def model_entries(self) -> tuple[ModelEntry, ...]:
+        """The models to load, the default first: IMAGINEBOT_MODELS, or IMAGINEBOT_MODEL, or the embedded."""
+        if self.models:
+            return parse_models(self.models)
+        if self.model:
+            return (ModelEntry(model_name(self.model), self.model),)
+        return (embedded_entry(),)
+
+    @property
     def model_path(self) -> str:
-        """The configured model, or the embedded one."""
-        return self.model or str(EMBEDDED_MODEL)
+        """The default model's path."""
+        return self.model_entries[0].path
 
     @property
     def worker_devices(self) -> list[str]:
@@ -185,16 +236,72 @@ class Settings(BaseSettings):
 
     @property
     def request_defaults(self) -> RequestDefaults:
-        chosen = {name: getattr(self, name) for name in EMBEDDED_DEFAULTS}
-        if not self.model:
-            chosen |= {k: v for k, v in EMBEDDED_DEFAULTS.items() if k not in self.model_fields_set}
+        """The server's defaults, before any model's own (``catalog.model_defaults``)."""
         return RequestDefaults(
-            steps=chosen["default_steps"],
-            cfg=chosen["default_cfg"],
-            sampler=chosen["default_sampler"],
+            steps=self.default_steps,
+            cfg=self.default_cfg,
+            sampler=self.default_sampler,
             images=self.default_images,
             aspect=parse_aspect(self.default_aspect),
         )
+
+    @property
+    def chosen_defaults(self) -> tuple[str, ...]:
+        """The request defaults the operator set (steps, cfg, sampler): no model's kind changes them."""
+        return tuple(
+            name.removeprefix("default_")
+            for name in ("default_steps", "default_cfg", "default_sampler")
+            if name in self.model_fields_set
+        )
+
+    def catalog(self, planners: Mapping[str, Planner]) -> Catalog:
+        """The models as the bot offers them, each with its own defaults; ``planners``: each model's, by
+        name (from its configs). A model without a planner (loaded on no device) is left out."""
+        entries = [entry for entry in self.model_entries if entry.name in planners]
+        models = []
+        for entry in entries:
+            planner = planners[entry.name]
+            preset = _preset(entry, planner)
+            defaults = model_defaults(
+                entry, self.request_defaults, preset=preset, chosen=self.chosen_defaults
+            )
+            if len(entries) == 1:
+                defaults = replace(defaults, model="")  # one model: prompts need not name it
+            native = entry.native_size(planner.native_size)
+            models.append(ModelInfo(entry.name, entry.path, native, defaults, _kind(entry, native, planner)))
+        return Catalog(tuple(models), self.lora_dir)
+
+
+def _preset(entry: ModelEntry, planner: Planner) -> Mapping[str, Any]:
+    """The defaults a model's kind draws best with."""
+    if Path(entry.path) == EMBEDDED_MODEL:
+        return EMBEDDED_DEFAULTS
+    if entry.turbo:
+        return TURBO_DEFAULTS
+    return LCM_DEFAULTS if planner.guidance_embedded else {}
+
+
+def _kind(entry: ModelEntry, native: int, planner: Planner) -> str:
+    if Path(entry.path) == EMBEDDED_MODEL:
+        what = "the embedded model"
+    elif Path(entry.path).suffix in (".safetensors", ".ckpt"):
+        what = "a single-file checkpoint"
+    else:
+        what = "a diffusers folder" if Path(entry.path).expanduser().is_dir() else "a cached hub model"
+    distilled = " (Turbo)" if entry.turbo else " (LCM)" if planner.guidance_embedded else ""
+    return f"{what}{distilled}, {native} px"
+
+
+def embedded_entry() -> ModelEntry:
+    return ModelEntry(EMBEDDED_MODEL.name, str(EMBEDDED_MODEL))
+
+
+def model_name(path: str) -> str:
+    """A name for a model given by its path or hub id alone: its file or folder name, as names are written."""
+    stem = Path(path.rstrip("/")).name
+    stem = stem.removesuffix(Path(stem).suffix) if Path(path).suffix in (".safetensors", ".ckpt") else stem
+    name = re.sub(r"[^a-z0-9_.-]+", "-", stem.lower()).strip("-._")[:32]
+    return name or "model"
 
 
 def env_name(field: str) -> str:
@@ -220,7 +327,10 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as error:
         lines = []
         for problem in error.errors(include_url=False):
-            field = str(problem["loc"][0]) if problem["loc"] else "?"
+            if not problem["loc"]:  # a rule across settings: its message names them
+                lines.append(problem["msg"].removeprefix("Value error, "))
+                continue
+            field = str(problem["loc"][0])
             info = Settings.model_fields.get(field)
             shown = "" if field == "discord_token" else f"={problem.get('input')!r}"
             allowed = f" (allowed: {info.description})" if info and info.description else ""

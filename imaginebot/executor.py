@@ -27,7 +27,8 @@ from typing import Protocol
 
 from imaginebot.batcher import Batcher, BatchJob, Dispatch
 from imaginebot.engine.api import Engine, GenerateSpec, Plan, Task
-from imaginebot.errors import QueueFull
+from imaginebot.engine.models import served
+from imaginebot.errors import ParamError, QueueFull
 from imaginebot.eta import Line, StepTimes, Work, estimate_starts, fits
 from imaginebot.store_models import JobKind
 from imaginebot.work import (
@@ -163,6 +164,7 @@ class Worker(Protocol):
     """A device: a ``Batcher`` on a thread of this process, or a remote one (``ray_workers.RayWorker``)."""
 
     capacity: float | None  # samples of native size per UNet call; None: not known yet
+    models: frozenset[str] | None  # the models it holds (None: it takes any job); None also while unknown
     waits_for_room: bool  # remote: its jobs leave on their own, so it waits for the queue's head to fit
 
     @property
@@ -215,13 +217,19 @@ class Executor:
         self.preview_every = preview_every
         self.step_times = StepTimes()
         local = [
-            Batcher(e, capacity=capacity, preview_every=preview_every, step_times=self.step_times)
+            Batcher(
+                e,
+                capacity=capacity,
+                preview_every=preview_every,
+                step_times=self.step_times,
+                models=served(e),
+            )
             for e in engines
         ]
         self._workers: list[Worker] = [*local, *workers]
         if not self._workers and planner is None:
             raise ValueError("the executor needs an engine, or workers and a planner")
-        self._planner: Planner = planner or engines[0]
+        self._planner: Planner = planner or _LocalPlanner(engines)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._finished: list[asyncio.Future[None]] = []
         self._stopping = False
@@ -310,6 +318,8 @@ class Executor:
             and request.spec.init_image is None
         ):
             raise ValueError(f"a {request.kind} job needs the source image")
+        with self._cond:
+            self._check_served(request.spec.model)
         plan = self._planner.plan(request.spec, request.task)
         handle = JobHandle(self, request, on_event)
         with self._cond:
@@ -390,20 +400,43 @@ class Executor:
                 heapq.heappush(heap, (dispatches, arrival, user))
         return order
 
+    def _check_served(self, model: str) -> None:
+        """A job of a model no worker holds would wait forever: refuse it (workers still starting, whose
+        models are not known yet, may hold it)."""
+        if (
+            not model
+            or not self._workers
+            or any(w.models is None or model in w.models for w in self._workers)
+        ):
+            return
+        held = sorted({name for w in self._workers for name in w.models or ()})
+        raise ParamError(
+            f"No GPU of this bot has the model {model!r} loaded (they hold {', '.join(held)}); "
+            "pick another with --model, or ask the bot's operator."
+        )
+
     def _has_queued(self) -> bool:
         return bool(self._front or self._queues)
 
-    def _head(self) -> _Entry:
-        """The job ``_pop`` would take."""
+    def _head(self, worker: int | None = None) -> _Entry | None:
+        """The job ``_pop`` would take: the first in the fair order, or with ``worker`` the first of the
+        models that worker holds (None: it holds none of the queued jobs' models)."""
         if self._front:
-            return self._front[0]
-        user = min(self._queues, key=lambda u: (self._last_served.get(u, -1), self._arrival[u]))
-        return self._queues[user][0]
+            first = self._front[0]
+        else:
+            user = min(self._queues, key=lambda u: (self._last_served.get(u, -1), self._arrival[u]))
+            first = self._queues[user][0]
+        if worker is None or self._serves(worker, first):
+            return first
+        return next((entry for entry in self._order() if self._serves(worker, entry)), None)
 
-    def _pop(self) -> _Entry:
-        entry = self._head()
-        if self._front and entry is self._front[0]:
-            self._front.popleft()  # its user's turn was taken when it first started
+    def _serves(self, worker: int, entry: _Entry) -> bool:
+        models = self._workers[worker].models
+        return models is None or not entry.request.spec.model or entry.request.spec.model in models
+
+    def _pop(self, entry: _Entry) -> _Entry:
+        if entry in self._front:
+            self._front.remove(entry)  # its user's turn was taken when it first started
             return entry
         self._remove_queued(entry)
         self._dispatches += 1
@@ -497,7 +530,9 @@ class Executor:
         assert capacity is not None
         admitted: list[BatchJob] = []
         while self._has_queued():
-            head = self._head()
+            head = self._head(worker)
+            if head is None:
+                break  # the queued jobs are of models this worker does not hold
             group = head.plan.group
             load = sum(j.plan.cost for j in (*mine, *admitted) if j.plan.group == group)
             if not fits(load, head.plan.cost, capacity):
@@ -505,7 +540,7 @@ class Executor:
             if self._lighter_worker(worker, head, sum(j.plan.cost for j in (*mine, *admitted))):
                 self._cond.notify_all()  # it is theirs to take
                 break
-            entry = self._pop()
+            entry = self._pop(head)
             entry.worker = worker
             log.info("job %s: starts on worker %d", entry.job_id, worker)
             self._running[entry.job_id] = entry
@@ -525,6 +560,7 @@ class Executor:
                     same_group[entry.worker] += entry.plan.cost
         return any(
             other != worker
+            and self._serves(other, head)
             and w.accepting
             and w.capacity is not None
             and loads[other] < load
@@ -589,6 +625,20 @@ class Executor:
             progress, entry.latest_preview, entry.preview_pending = entry.latest_preview, None, False
         if progress is not None:
             entry.handle._deliver(progress)
+
+
+@dataclass(frozen=True)
+class _LocalPlanner:
+    """Plans with the first local engine that holds the job's model."""
+
+    engines: Sequence[Engine]
+
+    def plan(self, spec: GenerateSpec, task: Task = "generate") -> Plan:
+        for engine in self.engines:
+            models = served(engine)
+            if models is None or not spec.model or spec.model in models:
+                return engine.plan(spec, task)
+        raise ParamError(f"No engine of this bot has the model {spec.model!r}.")
 
 
 def _changed(sent: float | None, eta: float | None) -> bool:

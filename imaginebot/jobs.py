@@ -18,19 +18,19 @@ the last run left queued or running and delivers the ones it finished but could 
 from __future__ import annotations
 
 import asyncio
-import functools
 import io
 import logging
 import random
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 from PIL import Image, ImageOps
 
 from imaginebot import edits
+from imaginebot.actions import Action, Recipe, Recipes, Tweak
+from imaginebot.catalog import Catalog
 from imaginebot.delivery import (
     DeliveryPolicy,
     JobView,
@@ -41,7 +41,6 @@ from imaginebot.delivery import (
     deliver_final,
 )
 from imaginebot.engine.api import GenerateResult, GenerateSpec
-from imaginebot.engine.canvas import Direction
 from imaginebot.engine.grid import make_grid
 from imaginebot.errors import Forbidden, ImagineError, ParamError, QueueFull
 from imaginebot.executor import (
@@ -58,111 +57,19 @@ from imaginebot.executor import (
     QueueSnapshot,
     Started,
 )
-from imaginebot.params import SEED_RANGE, ImagineRequest, RequestDefaults, parse, parse_aspect
+from imaginebot.params import (
+    SEED_RANGE,
+    Choices,
+    RequestDefaults,
+    aspect_of,
+    given_flags,
+    parse,
+    parse_aspect,
+)
 from imaginebot.store import Store
-from imaginebot.store_models import Delivery, Edit, EditKind, Job, JobKind, JobStatus, NewJob, UserSettings
+from imaginebot.store_models import Delivery, Job, JobKind, JobStatus, NewJob, UserSettings
 
 log = logging.getLogger(__name__)
-
-VARY_SUBTLE, VARY_STRONG = 0.35, 0.75  # img2img strength of Vary (Subtle) / Vary (Strong)
-UPSCALE_SUBTLE, UPSCALE_CREATIVE = 0.2, 0.5  # of Upscale (Subtle) / (Creative): 2x again, refined
-
-
-class Action(StrEnum):
-    """What a job's buttons ask for. The value rides in the button's custom_id: never change one."""
-
-    UPSCALE = "u"  # U1–U4: one tile, enlarged and refined
-    VARY = "v"  # V1–V4: four variations of one tile
-    REROLL = "r"  # 🔄: the same prompt with new seeds
-    RETRY = "a"  # the very same job again, after it failed or was cut off
-    CANCEL = "c"  # while queued or running
-    # the tools on an upscale
-    UPSCALE_SUBTLE = "b"
-    UPSCALE_CREATIVE = "k"
-    VARY_SUBTLE = "s"
-    VARY_STRONG = "t"
-    VARY_REGION = "g"  # asks which cells, and the region's prompt
-    ZOOM_2X = "z"
-    ZOOM_1_5X = "o"
-    CUSTOM_ZOOM = "m"  # asks for the prompt and the factor
-    MAKE_SQUARE = "q"
-    PAN_LEFT = "w"
-    PAN_RIGHT = "e"
-    PAN_UP = "n"
-    PAN_DOWN = "d"
-
-
-PANS = {
-    Action.PAN_LEFT: Direction.LEFT,
-    Action.PAN_RIGHT: Direction.RIGHT,
-    Action.PAN_UP: Direction.UP,
-    Action.PAN_DOWN: Direction.DOWN,
-}
-ZOOMS = {Action.ZOOM_2X: 2.0, Action.ZOOM_1_5X: 1.5}
-# With Remix mode on (/settings), these first open the prompt for editing.
-REMIXABLE = frozenset({Action.VARY, Action.REROLL, Action.VARY_SUBTLE, Action.VARY_STRONG, *ZOOMS, *PANS})
-
-
-class Ask(StrEnum):
-    """What the user is asked before a button's job is made (the cogs choose how: a modal, a menu)."""
-
-    NOTHING = "nothing"
-    PROMPT = "prompt"  # Remix mode: the prompt, to change
-    ZOOM = "zoom"  # Custom Zoom: the prompt and a factor
-    REGION = "region"  # Vary (Region): which cells, then the region's prompt
-
-
-def asks_for(action: Action, remix: bool) -> Ask:
-    if action is Action.CUSTOM_ZOOM:
-        return Ask.ZOOM
-    if action is Action.VARY_REGION:
-        return Ask.REGION
-    return Ask.PROMPT if remix and action in REMIXABLE else Ask.NOTHING
-
-
-@dataclass(frozen=True)
-class Tweak:
-    """What the user gave when asked (``asks_for``): a new prompt (None: the parent's), a zoom factor, the
-    cells of a region."""
-
-    prompt: str | None = None
-    factor: float | None = None
-    cells: tuple[int, ...] = ()
-
-
-def upscale_tools(job: Job) -> tuple[Action, ...]:
-    """Midjourney's tools under an upscale; Make Square only where the picture is not square."""
-    square = () if job.spec.width == job.spec.height else (Action.MAKE_SQUARE,)
-    return (
-        Action.UPSCALE_SUBTLE,
-        Action.UPSCALE_CREATIVE,
-        Action.VARY_SUBTLE,
-        Action.VARY_STRONG,
-        Action.VARY_REGION,
-        Action.ZOOM_2X,
-        Action.ZOOM_1_5X,
-        Action.CUSTOM_ZOOM,
-        *square,
-        *PANS,
-    )
-
-
-def next_actions(job: Job) -> tuple[tuple[Action, int], ...]:
-    """The buttons a job's message offers in its state: (action, tile) pairs, tile 0 where none applies."""
-    if not job.status.finished:
-        return ((Action.CANCEL, 0),)
-    if job.status is JobStatus.DONE:
-        if job.kind is JobKind.UPSCALE:
-            return tuple((action, 0) for action in upscale_tools(job))
-        tiles = range(1, len(job.images) + 1)
-        return (
-            *((Action.UPSCALE, t) for t in tiles),
-            *((Action.VARY, t) for t in tiles),
-            (Action.REROLL, 0),
-        )
-    if job.status in (JobStatus.FAILED, JobStatus.INTERRUPTED):
-        return ((Action.RETRY, 0),)
-    return ()
 
 
 @dataclass(frozen=True)
@@ -214,13 +121,14 @@ def read_image_prompt(data: bytes) -> Image.Image:
 
 
 def defaults_for(base: RequestDefaults, mine: UserSettings) -> RequestDefaults:
-    """The bot's defaults with the user's own /settings on top."""
+    """A model's defaults with the user's own /settings on top."""
     return RequestDefaults(
         steps=mine.steps or base.steps,
         cfg=base.cfg if mine.cfg is None else mine.cfg,
         sampler=mine.sampler or base.sampler,
         images=mine.images or base.images,
         aspect=parse_aspect(mine.aspect) if mine.aspect else base.aspect,
+        model=base.model,
     )
 
 
@@ -241,8 +149,7 @@ class JobService:
         store: Store,
         executor: Executor,
         *,
-        defaults: RequestDefaults,
-        native_size: int,
+        catalog: Catalog,
         upscale_max_side: int = 2048,
         preview_min_interval: float = 1.0,
         delivery: DeliveryPolicy | None = None,
@@ -251,30 +158,12 @@ class JobService:
     ) -> None:
         self.store = store
         self.executor = executor
-        self.defaults = defaults
-        self.native_size = native_size
-        self.upscale_max_side = upscale_max_side
+        self.catalog = catalog
+        self.recipes = Recipes(store, catalog, seeds=seeds, upscale_max_side=upscale_max_side)
         self.preview_min_interval = preview_min_interval
         self.delivery = delivery or DeliveryPolicy()
-        self._seeds = seeds
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
-        self._recipes: dict[Action, Callable[[Job, int, Tweak], Awaitable[_Recipe]]] = {
-            Action.UPSCALE: self._upscale,
-            Action.VARY: self._vary,
-            Action.REROLL: self._reroll,
-            Action.RETRY: self._retry,
-            Action.UPSCALE_SUBTLE: self._upscale_subtle,
-            Action.UPSCALE_CREATIVE: self._upscale_creative,
-            Action.VARY_SUBTLE: self._vary_subtle,
-            Action.VARY_STRONG: self._vary_strong,
-            Action.VARY_REGION: self._vary_region,
-            Action.ZOOM_2X: functools.partial(self._zoom, ZOOMS[Action.ZOOM_2X]),
-            Action.ZOOM_1_5X: functools.partial(self._zoom, ZOOMS[Action.ZOOM_1_5X]),
-            Action.CUSTOM_ZOOM: functools.partial(self._zoom, None),  # the factor the user gave
-            Action.MAKE_SQUARE: self._make_square,
-            **{action: functools.partial(self._pan, direction) for action, direction in PANS.items()},
-        }
 
     async def __aenter__(self) -> JobService:
         return self
@@ -296,7 +185,16 @@ class JobService:
     # -- new jobs --------------------------------------------------------------------------------------------
 
     async def user_defaults(self, user_id: int) -> RequestDefaults:
-        return defaults_for(self.defaults, await self.store.get_settings(user_id))
+        """What the user's /imagine gets for the flags it leaves out: their model's, under their /settings."""
+        return self.defaults_of(await self.store.get_settings(user_id))
+
+    def defaults_of(self, mine: UserSettings) -> RequestDefaults:
+        """The defaults of a user with these /settings: their model's, under their own values."""
+        return defaults_for(self.catalog.model_or_default(mine.model or "").defaults, mine)
+
+    def _choices(self, mine: UserSettings) -> Choices:
+        """The models and LoRAs a prompt may name, each model with its defaults under the user's settings."""
+        return self.catalog.choices({m.name: defaults_for(m.defaults, mine) for m in self.catalog.models})
 
     async def remix_on(self, user_id: int) -> bool:
         return (await self.store.get_settings(user_id)).remix
@@ -308,20 +206,23 @@ class JobService:
         Raises ImagineError (ParamError, QuotaExceeded, Forbidden, QueueFull) with the sentence for the user;
         nothing is taken or queued then.
         """
-        request = parse(text, await self.user_defaults(origin.user_id))
+        mine = await self.store.get_settings(origin.user_id)
+        request = parse(text, self.defaults_of(mine), choices=self._choices(mine))
         if image is None:
             if request.image_weight is not None:
                 raise ParamError(
                     "--iw weighs an image prompt: attach an image to /imagine, or leave --iw out."
                 )
-            recipe = _Recipe(JobKind.IMAGINE, str(request), request.to_spec(self.native_size))
+            recipe = Recipe(JobKind.IMAGINE, str(request), request.to_spec(self.recipes.native(request)))
             return await self._launch(origin, recipe, reply)
         picture = await asyncio.to_thread(read_image_prompt, image)
+        if "aspect" not in given_flags(text):  # the picture keeps its own shape
+            request = replace(request, aspect=aspect_of(*picture.size))
         source = await self.store.save_source(picture)
-        spec = request.to_spec(self.native_size, image_prompt=True)
+        spec = request.to_spec(self.recipes.native(request), image_prompt=True)
         try:
             return await self._launch(
-                origin, _Recipe(JobKind.IMAGINE, str(request), spec, source=source), reply
+                origin, Recipe(JobKind.IMAGINE, str(request), spec, source=source), reply
             )
         except QueueFull:
             raise  # the job was made and cancelled: its picture stays with it (🔁 Retry)
@@ -334,18 +235,13 @@ class JobService:
     ) -> Job:
         """The new job a button on job ``job_id`` asks for (anything but Cancel), with what the user gave
         when asked (``asks_for``)."""
-        parent = await self.parent_of(job_id)
-        recipe = self._recipes.get(action)
-        if recipe is None:
-            raise ValueError(f"{action!r} does not make a new job")
-        return await self._launch(origin, await recipe(parent, tile, tweak or Tweak()), reply)
+        parent = await self.recipes.parent_of(job_id)
+        recipe = await self.recipes.make(action, parent, tile, tweak or Tweak())
+        return await self._launch(origin, recipe, reply)
 
     async def parent_of(self, job_id: int) -> Job:
         """The job a button is on; ImagineError when it is gone."""
-        parent = await self.store.get_job(job_id)
-        if parent is None:
-            raise ImagineError("That job is no longer known to the bot; start a new /imagine.")
-        return parent
+        return await self.recipes.parent_of(job_id)
 
     async def cancel(self, job_id: int, user_id: int, *, moderator: bool) -> bool:
         """Cancel a queued or running job; its message shows it. False when it had already ended.
@@ -371,132 +267,9 @@ class JobService:
     def queue(self) -> QueueSnapshot:
         return self.executor.queue_snapshot()
 
-    # -- deriving a job from its parent: one method per action ---------------------------------------------
-
-    async def _upscale(self, parent: Job, tile: int, tweak: Tweak) -> _Recipe:
-        index = self._tile(parent, tile)
-        seed = parent.spec.seeds[index]
-        # The footer's /imagine text makes exactly this tile again: tile 0 of its own seed.
-        request = replace(parse(parent.prompt_text), seed=seed, images=1)
-        spec = replace(parent.spec, seeds=(seed,), strength=None)
-        return _Recipe(JobKind.UPSCALE, str(request), spec, parent.id, index)
-
-    async def _vary(self, parent: Job, tile: int, tweak: Tweak) -> _Recipe:
-        index = self._tile(parent, tile)
-        request = replace(self._request(parent, tweak), seed=self._seeds(), images=4)
-        spec = replace(request.to_spec(self.native_size), width=parent.spec.width, height=parent.spec.height)
-        return _Recipe(JobKind.VARIATION, str(request), spec, parent.id, index)
-
-    async def _vary_subtle(self, parent: Job, tile: int, tweak: Tweak) -> _Recipe:
-        return await self._vary_upscaled(parent, VARY_SUBTLE, tweak)
-
-    async def _vary_strong(self, parent: Job, tile: int, tweak: Tweak) -> _Recipe:
-        return await self._vary_upscaled(parent, VARY_STRONG, tweak)
-
-    async def _vary_upscaled(self, parent: Job, strength: float, tweak: Tweak) -> _Recipe:
-        source = await self._upscaled_picture(parent)
-        request = replace(self._request(parent, tweak), seed=self._seeds(), images=4)
-        spec = replace(
-            request.to_spec(self.native_size), width=source.width, height=source.height, strength=strength
-        )
-        return _Recipe(JobKind.VARIATION, str(request), spec, parent.id, 0)
-
-    async def _upscale_subtle(self, parent: Job, tile: int, tweak: Tweak) -> _Recipe:
-        return await self._upscale_again(parent, UPSCALE_SUBTLE)
-
-    async def _upscale_creative(self, parent: Job, tile: int, tweak: Tweak) -> _Recipe:
-        return await self._upscale_again(parent, UPSCALE_CREATIVE)
-
-    async def _upscale_again(self, parent: Job, strength: float) -> _Recipe:
-        """Upscale (Subtle) / (Creative): the upscale 2x again (tiled past twice the native size), refined
-        lightly or boldly."""
-        source = await self._upscaled_picture(parent)
-        if max(source.size) * 2 > self.upscale_max_side:
-            raise ImagineError(
-                f"This image is {source.width}×{source.height}; twice that would pass "
-                f"{self.upscale_max_side} pixels, the largest upscale this bot makes "
-                "(IMAGINEBOT_UPSCALE_MAX_SIDE). Vary, zoom or pan it instead."
-            )
-        spec = replace(parent.spec, width=source.width, height=source.height, strength=strength)
-        return _Recipe(JobKind.UPSCALE, parent.prompt_text, spec, parent.id, 0)
-
-    async def _vary_region(self, parent: Job, tile: int, tweak: Tweak) -> _Recipe:
-        return await self._edit(parent, Edit(EditKind.REGION, cells=tuple(sorted(set(tweak.cells)))), tweak)
-
-    async def _zoom(self, factor: float | None, parent: Job, tile: int, tweak: Tweak) -> _Recipe:
-        factor = factor if factor is not None else tweak.factor
-        if factor is None:
-            raise ValueError("Custom Zoom needs a factor")
-        return await self._edit(parent, Edit(EditKind.ZOOM, factor=factor), tweak)
-
-    async def _pan(self, direction: Direction, parent: Job, tile: int, tweak: Tweak) -> _Recipe:
-        return await self._edit(parent, Edit(EditKind.PAN, direction=direction), tweak)
-
-    async def _make_square(self, parent: Job, tile: int, tweak: Tweak) -> _Recipe:
-        return await self._edit(parent, Edit(EditKind.SQUARE), tweak)
-
-    async def _edit(self, parent: Job, edit: Edit, tweak: Tweak) -> _Recipe:
-        """Zoom, pan, square or region of an upscale: a grid of four drawn on the edit's canvas."""
-        edits.check(edit)
-        picture = (await self._upscaled_picture(parent)).size
-        request = replace(self._request(parent, tweak), seed=self._seeds(), images=4)
-        request = replace(request, aspect=edits.aspect(edit, picture, request.aspect))
-        width, height = edits.size(edit, picture, request.aspect, self.native_size)
-        spec = replace(request.to_spec(self.native_size), width=width, height=height)
-        return _Recipe(JobKind.EDIT, str(request), spec, parent.id, 0, edit)
-
-    async def _reroll(self, parent: Job, tile: int, tweak: Tweak) -> _Recipe:
-        if parent.kind is JobKind.EDIT and parent.edit is not None:  # the same edit of the same upscale
-            prompt = parent.prompt_text if tweak.prompt is None else tweak.prompt
-            upscale = await self.parent_of(parent.parent_id or 0)
-            return await self._edit(upscale, parent.edit, replace(tweak, prompt=prompt))
-        request = self._request(parent, tweak).with_seed(self._seeds())
-        spec = request.to_spec(self.native_size, image_prompt=parent.source is not None)
-        return _Recipe(JobKind.REROLL, str(request), spec, parent.id, source=parent.source)  # same image
-
-    def _request(self, parent: Job, tweak: Tweak) -> ImagineRequest:
-        """The parent's /imagine, or the one the user remixed it into."""
-        return parse(parent.prompt_text if tweak.prompt is None else tweak.prompt, self.defaults)
-
-    async def _upscaled_picture(self, parent: Job) -> Image.Image:
-        """The picture of a finished upscale, which the tools under it start from."""
-        if parent.kind is not JobKind.UPSCALE:
-            raise ImagineError("That tool works on an upscale: press U1–U4 first.")
-        self._tile(parent, 1)
-        return await self._starting_picture(parent.images[0])
-
-    async def _starting_picture(self, path: str) -> Image.Image:
-        """A picture a job starts from (a parent's tile, an image prompt); ImagineError when it is gone."""
-        try:
-            return await self.store.load_image(path)
-        except OSError as error:
-            raise ImagineError("The image this job starts from is gone; start a new /imagine.") from error
-
-    async def _retry(self, parent: Job, tile: int, tweak: Tweak) -> _Recipe:
-        if parent.status not in (JobStatus.FAILED, JobStatus.INTERRUPTED, JobStatus.CANCELLED):
-            raise ImagineError("That job did not fail; 🔄 makes new images from its prompt.")
-        return _Recipe(
-            parent.kind,
-            parent.prompt_text,
-            parent.spec,
-            parent.parent_id,
-            parent.tile_index,
-            parent.edit,
-            parent.source,
-        )
-
-    @staticmethod
-    def _tile(parent: Job, tile: int) -> int:
-        """The 0-based index of tile ``tile`` (1-based, as on the buttons) of a finished grid."""
-        if parent.status is not JobStatus.DONE:
-            raise ImagineError("That job has no images yet; wait for it to finish.")
-        if not 1 <= tile <= len(parent.images):
-            raise ImagineError(f"That grid has {len(parent.images)} images; there is no image {tile}.")
-        return tile - 1
-
     # -- submitting and following ----------------------------------------------------------------------------
 
-    async def _launch(self, origin: Origin, recipe: _Recipe, reply: Reply) -> Job:
+    async def _launch(self, origin: Origin, recipe: Recipe, reply: Reply) -> Job:
         await self._check_words(origin.guild_id, recipe.spec)
         new = NewJob(
             user_id=origin.user_id,
@@ -537,14 +310,14 @@ class JobService:
         """The one place a stored job becomes what the engine runs: its spec, plus the picture a variation
         or an upscale starts from (its parent's tile)."""
         if job.source is not None:  # an image prompt, cut to the shape asked for
-            picture = await self._starting_picture(job.source)
+            picture = await self.recipes.starting_picture(job.source)
             return replace(job.spec, init_image=ImageOps.fit(picture, (job.spec.width, job.spec.height)))
         if job.kind not in (JobKind.VARIATION, JobKind.UPSCALE, JobKind.EDIT):
             return job.spec
         parent = await self.store.get_job(job.parent_id) if job.parent_id is not None else None
         if parent is None or job.tile_index is None or job.tile_index >= len(parent.images):
             raise ImagineError("The image this job starts from is gone; start a new /imagine.")
-        source = await self._starting_picture(parent.images[job.tile_index])
+        source = await self.recipes.starting_picture(parent.images[job.tile_index])
         if job.edit is None:
             return replace(job.spec, init_image=source)
         canvas = edits.make_canvas(job.edit, source, (job.spec.width, job.spec.height))
@@ -666,16 +439,3 @@ class JobService:
             return
         log.info("job %s: resumed after a restart", job.id)
         self._spawn(self._follow(job, handle, reply_for(job)), job.id)
-
-
-@dataclass(frozen=True)
-class _Recipe:
-    """What a new job will be, before who and where are known."""
-
-    kind: JobKind
-    prompt_text: str  # the canonical /imagine text
-    spec: GenerateSpec
-    parent_id: int | None = None
-    tile_index: int | None = None  # 0-based tile of the parent, for V and U
-    edit: Edit | None = None
-    source: str | None = None  # an image prompt's picture

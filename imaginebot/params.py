@@ -18,10 +18,13 @@ import difflib
 import math
 import random
 import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from typing import Final
 
 from imaginebot.engine.api import DEFAULT_SAMPLER, SAMPLERS, GenerateSpec
+from imaginebot.engine.lora_files import MAX_LORA_WEIGHT, MIN_LORA_WEIGHT
 from imaginebot.errors import ParamError
 
 STEPS_RANGE: Final = (1, 150)
@@ -31,6 +34,9 @@ IMAGES_RANGE: Final = (1, 4)
 MAX_ASPECT: Final = 4  # between 1:4 and 4:1
 IMAGE_WEIGHT_RANGE: Final = (0.0, 3.0)  # --iw, as Midjourney's
 DEFAULT_IMAGE_WEIGHT: Final = 1.0
+LORA_WEIGHT_RANGE: Final = (MIN_LORA_WEIGHT, MAX_LORA_WEIGHT)  # --lora name:weight
+DEFAULT_LORA_WEIGHT: Final = 1.0
+MAX_LORAS: Final = 4  # LoRAs in one prompt
 
 # What people type for the samplers, mapped to our names (diffusers' and A1111's spellings).
 SAMPLER_ALIASES: Final[dict[str, str]] = {
@@ -56,6 +62,16 @@ class RequestDefaults:
     sampler: str = DEFAULT_SAMPLER
     images: int = 4
     aspect: tuple[int, int] = (1, 1)
+    model: str = ""  # the model when the prompt has no --model ("": the only one)
+
+
+@dataclass(frozen=True)
+class Choices:
+    """What ``--model`` and ``--lora`` may name, and each model's own defaults (the user's /settings on
+    top), which apply when the prompt picks that model. Without it, any name is taken as written."""
+
+    defaults: Mapping[str, RequestDefaults]  # model name -> its defaults
+    loras: Collection[str] = ()  # the LoRAs' names
 
 
 @dataclass(frozen=True)
@@ -72,6 +88,8 @@ class ImagineRequest:
     images: int = 4
     tile: bool = False  # --tile: a seamless pattern
     image_weight: float | None = None  # --iw: how much an image prompt counts (None: not given)
+    model: str = ""  # --model: which of the bot's models draws it ("": the only one)
+    loras: tuple[tuple[str, float], ...] = ()  # --lora name:weight, in the order given
 
     @property
     def negative_prompt(self) -> str:
@@ -100,6 +118,8 @@ class ImagineRequest:
             seeds=self.tile_seeds(),
             tile=self.tile,
             strength=self.image_strength() if image_prompt else None,
+            model=self.model,
+            loras=self.loras,
         )
 
     def image_strength(self) -> float:
@@ -126,6 +146,9 @@ class ImagineRequest:
             parts.append("--tile")
         if self.image_weight is not None:
             parts.append(f"--iw {_format_float(self.image_weight)}")
+        if self.model:
+            parts.append(f"--model {self.model}")
+        parts += [f"--lora {name}:{_format_float(weight)}" for name, weight in self.loras]
         return " ".join(parts)
 
 
@@ -149,6 +172,19 @@ def parse_aspect(value: str) -> tuple[int, int]:
         raise ValueError(f"must be {ASPECT_ALLOWED}; {width}:{height} is outside that.")
     divisor = math.gcd(width, height)
     return width // divisor, height // divisor
+
+
+def aspect_of(width: int, height: int) -> tuple[int, int]:
+    """A picture's aspect ratio in small terms (1920×1080 → 16:9), within 1:4 and 4:1: what an image prompt
+    keeps when the prompt gives no --ar, as Midjourney does."""
+    ratio = Fraction(width, height).limit_denominator(16)
+    ratio = min(max(ratio, Fraction(1, MAX_ASPECT)), Fraction(MAX_ASPECT))
+    return ratio.numerator, ratio.denominator
+
+
+def given_flags(text: str) -> frozenset[str]:
+    """The flags a prompt gives (their canonical names); ParamError as ``parse`` for an unknown one."""
+    return frozenset(flag.name for flag in _scan(text).flags)
 
 
 def normalise_words(text: str) -> str:
@@ -297,6 +333,36 @@ def _sampler(flag: _Flag, value: str) -> str:
     raise ParamError(message)
 
 
+def pick_name(label: str, value: str, names: Collection[str], what: str, listing: str) -> str:
+    """``value`` as one of ``names`` (any letter case), or ParamError with the names and a near miss.
+    ``label``: what the user typed it into (``--model``); ``what``: "model", "LoRA"."""
+    by_folded = {name.casefold(): name for name in names}
+    if value.casefold() in by_folded:
+        return by_folded[value.casefold()]
+    if not names:
+        raise ParamError(f"{label} '{value}': this bot has no {what}s. {listing}")
+    message = f"{label} '{value}' is not a {what} this bot has. Choose one of: {', '.join(names)}."
+    close = difflib.get_close_matches(value.casefold(), list(by_folded), n=1, cutoff=0.6)
+    if close:
+        message += f" Did you mean {by_folded[close[0]]}?"
+    raise ParamError(f"{message} {listing}")
+
+
+MODELS_LISTED: Final = "/models lists them with their defaults."
+
+
+def _lora(flag: _Flag, value: str, names: Collection[str] | None) -> tuple[str, float]:
+    name, colon, weight_text = value.rpartition(":")
+    if not colon:
+        name, weight_text = value, ""
+    if not name.strip():
+        raise ParamError(f"{flag.typed} needs a name: {_EXPECTS['lora']}.")
+    weight = _float_in(flag, weight_text, *LORA_WEIGHT_RANGE) if weight_text else DEFAULT_LORA_WEIGHT
+    if names is not None:
+        name = pick_name(flag.typed, name.strip(), sorted(names), "LoRA", "/models lists them.")
+    return name.strip(), weight
+
+
 def _negative_terms(value: str) -> list[str]:
     terms = (term.strip().strip(_QUOTE_CHARS).strip() for term in value.split(","))
     return [" ".join(term.split()) for term in terms if term.strip(_QUOTE_CHARS).strip()]
@@ -316,6 +382,8 @@ _FLAG_ALIASES: Final[dict[str, str]] = {
     "images": "images",
     "tile": "tile",
     "iw": "iw",
+    "model": "model",
+    "lora": "lora",
 }
 # Flags that take no value.
 _SWITCHES: Final = frozenset({"tile"})
@@ -329,6 +397,9 @@ _EXPECTS: Final[dict[str, str]] = {
     "sampler": "one of " + ", ".join(SAMPLERS),
     "images": f"a whole number from {IMAGES_RANGE[0]} to {IMAGES_RANGE[1]}",
     "iw": f"a number from {IMAGE_WEIGHT_RANGE[0]:g} to {IMAGE_WEIGHT_RANGE[1]:g}",
+    "model": "the name of one of the bot's models (/models lists them)",
+    "lora": f"a LoRA's name and a weight from {LORA_WEIGHT_RANGE[0]:g} to {LORA_WEIGHT_RANGE[1]:g}, "
+    "like --lora pixel_art:0.8",
 }
 
 
@@ -346,10 +417,22 @@ def parse(
     defaults: RequestDefaults | None = None,
     *,
     rng: random.Random | None = None,
+    choices: Choices | None = None,
+    later_wins: bool = False,
 ) -> ImagineRequest:
-    """Parse the text of /imagine's ``prompt`` option. Raises ParamError (only) for bad input."""
+    """Parse the text of /imagine's ``prompt`` option. Raises ParamError (only) for bad input.
+
+    ``choices``: the models and LoRAs the prompt may name; a prompt's ``--model`` brings that model's
+    defaults in place of ``defaults`` (whose ``model`` is the one used without ``--model``).
+    ``later_wins``: a flag given twice takes its later value, as Midjourney does when a prompt is edited
+    (Remix, Custom Zoom: the text comes with every flag filled in, and the user appends theirs)."""
     defaults = defaults or RequestDefaults()
     scan = _scan(text)
+    if later_wins:
+        scan = _Scan(scan.prompt, _latest(scan.flags))
+    model = _model(scan, defaults.model, choices)
+    if choices is not None and model in choices.defaults:
+        defaults = choices.defaults[model]
     request = ImagineRequest(
         prompt=scan.prompt,
         seed=-1,
@@ -358,9 +441,11 @@ def parse(
         aspect=defaults.aspect,
         sampler=defaults.sampler,
         images=defaults.images,
+        model=model,
     )
     given: dict[str, str] = {}
     negative: list[str] = []
+    loras: list[tuple[str, float]] = []
     for flag in scan.flags:
         if flag.name in _SWITCHES:
             if flag.name in given:
@@ -373,6 +458,9 @@ def parse(
         value = flag.value.strip()
         if flag.name == "no":
             negative += [term for term in _negative_terms(value) if term not in negative]
+            continue
+        if flag.name == "lora":
+            loras.append(_lora(flag, value, None if choices is None else choices.loras))
             continue
         if flag.name in given:
             raise ParamError(f"{flag.typed} was given twice (as {given[flag.name]} before); give it once.")
@@ -396,4 +484,42 @@ def parse(
         raise ParamError("The prompt is empty: describe the picture before or after the flags.")
     if "seed" not in given:
         request = replace(request, seed=(rng or random.SystemRandom()).randint(*SEED_RANGE))
-    return replace(request, negative=tuple(negative), cfg=float(request.cfg))
+    return replace(request, negative=tuple(negative), cfg=float(request.cfg), loras=_checked_loras(loras))
+
+
+def _latest(flags: list[_Flag]) -> list[_Flag]:
+    """Each flag's last value (each LoRA's last weight; every --no term counts)."""
+
+    def key(flag: _Flag) -> object:
+        if flag.name == "lora" and flag.value:
+            return ("lora", flag.value.rpartition(":")[0].strip().casefold() or flag.value.casefold())
+        return flag.name if flag.name != "no" else id(flag)
+
+    last = {key(flag): flag for flag in flags}
+    return [flag for flag in flags if last[key(flag)] is flag]
+
+
+def _model(scan: _Scan, default: str, choices: Choices | None) -> str:
+    """The model a prompt asks for (read first: the other flags' defaults are that model's)."""
+    flags = [flag for flag in scan.flags if flag.name == "model"]
+    if not flags:
+        return default
+    if len(flags) > 1:
+        raise ParamError(f"{flags[1].typed} was given twice (as {flags[0].typed} before); give it once.")
+    flag = flags[0]
+    if flag.value is None or not flag.value.strip():
+        raise ParamError(f"{flag.typed} needs a value: {_EXPECTS['model']}.")
+    value = flag.value.strip()
+    if choices is None:
+        return value
+    return pick_name(flag.typed, value, list(choices.defaults), "model", MODELS_LISTED)
+
+
+def _checked_loras(loras: list[tuple[str, float]]) -> tuple[tuple[str, float], ...]:
+    names = [name.casefold() for name, _ in loras]
+    twice = next((name for name, _ in loras if names.count(name.casefold()) > 1), None)
+    if twice is not None:
+        raise ParamError(f"--lora {twice} was given twice; give each LoRA once, with one weight.")
+    if len(loras) > MAX_LORAS:
+        raise ParamError(f"A prompt may use up to {MAX_LORAS} LoRAs; this one has {len(loras)}.")
+    return tuple(loras)

@@ -37,6 +37,7 @@ import ray
 from ray.exceptions import ActorDiedError, RayActorError
 
 from imaginebot.batcher import Batcher, BatchJob, Dispatch
+from imaginebot.catalog import ModelEntry
 from imaginebot.engine.api import Plan
 from imaginebot.eta import Line
 from imaginebot.work import Event, FinalEvent, JobRequest
@@ -52,7 +53,8 @@ RETRY_S = 2.0  # between two tries to reach a worker that is down
 class WorkerConfig:
     """What an actor needs to load its engine (picklable: it travels to the node)."""
 
-    model: str  # empty: the embedded model
+    models: tuple[ModelEntry, ...] = ()  # the first is the default; empty: the embedded model
+    lora_dir: str | None = None
     device: str = "auto"
     dtype: str = "auto"
     upscale_max_side: int = 2048
@@ -64,18 +66,22 @@ class WorkerActor:
     """The remote side (an async Ray actor): an engine, its batcher on a thread, an inbox of jobs."""
 
     def __init__(self, config: WorkerConfig) -> None:
-        from imaginebot.config import EMBEDDED_MODEL
-        from imaginebot.engine import load_engine  # torch and the model load on the node, not in the bot
+        from imaginebot.config import embedded_entry
+        from imaginebot.engine.models import load_models  # torch and the models load on the node
 
-        engine = load_engine(
-            config.model or str(EMBEDDED_MODEL),  # the embedded model of this node's own install
+        engine = load_models(
+            config.models or (embedded_entry(),),  # the embedded model of this node's own install
             device=config.device,
             dtype=config.dtype,
             upscale_max_side=config.upscale_max_side,
+            lora_dir=config.lora_dir,
         )
         capacity = config.capacity or engine.default_capacity()
-        self._batcher = Batcher(engine, capacity=capacity, preview_every=config.preview_every)
-        self._device = str(engine.device)
+        self._batcher = Batcher(
+            engine, capacity=capacity, preview_every=config.preview_every, models=frozenset(engine.names)
+        )
+        self._models = engine.names  # those its GPU holds, which may be fewer than configured
+        self._device = str(getattr(engine.engine(""), "device", config.device))
         self._cond = threading.Condition()
         self._inbox: list[BatchJob] = []
         self._jobs: dict[int, BatchJob] = {}
@@ -88,6 +94,7 @@ class WorkerActor:
         return {
             "capacity": self._batcher.capacity,
             "device": self._device,
+            "models": list(self._models),
             "pid": os.getpid(),
             "line": times.line(),  # for the bot's estimates of when queued jobs start
             "job_overhead": times.job_overhead,
@@ -148,6 +155,7 @@ class RayWorker:
     def __init__(self, actor: Any, name: str, loop: asyncio.AbstractEventLoop) -> None:
         self.actor, self.name = actor, name
         self.capacity: float | None = None
+        self.models: frozenset[str] | None = None  # known once it answers
         self._loop = loop
         self._up = False
         self._gone = False
@@ -215,12 +223,14 @@ class RayWorker:
                     pass
                 await asyncio.sleep(RETRY_S)
             self.capacity = float(info["capacity"])
+            self.models = frozenset(info["models"])
             self._up = True
             log.info(
-                "%s ready on %s (pid %s), %.0f samples per UNet call",
+                "%s ready on %s (pid %s) with %s, %.0f samples per UNet call",
                 self.name,
                 info["device"],
                 info["pid"],
+                ", ".join(info["models"]),
                 self.capacity,
             )
             self._dispatch.wake()

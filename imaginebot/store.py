@@ -63,6 +63,7 @@ _SPEC_COLUMNS = {
     "height": "height",
     "strength": "strength",
     "tile": "tile",
+    "model": "model",
 }
 _REFUNDED = (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED)
 
@@ -89,6 +90,7 @@ def _job(row: aiosqlite.Row) -> Job:
     spec = GenerateSpec(
         **{field: d.pop(column) for column, field in _SPEC_COLUMNS.items()},
         seeds=tuple(json.loads(d.pop("seeds"))),
+        loras=tuple((str(name), float(weight)) for name, weight in json.loads(d.pop("loras"))),
     )
     d.update(
         kind=JobKind(d["kind"]),
@@ -269,12 +271,13 @@ class Store:
             cursor = await db.execute(
                 "INSERT INTO jobs (user_id, guild_id, channel_id, message_id, kind, parent_id, tile_index,"
                 " prompt_text, prompt, negative_prompt, steps, cfg, sampler, width, height, seeds, strength,"
-                " tile, edit, source, charged, charged_day, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " tile, model, loras, edit, source, charged, charged_day, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (new.user_id, new.guild_id, new.channel_id, new.message_id, new.kind.value, new.parent_id,
                  new.tile_index, new.prompt_text, s.prompt, s.negative_prompt, s.num_inference_steps,
                  s.guidance_scale, s.sampler, s.width, s.height, json.dumps(list(s.seeds)), s.strength,
-                 s.tile, None if new.edit is None else new.edit.to_json(), new.source,
+                 s.tile, s.model, json.dumps([list(lora) for lora in s.loras]),
+                 None if new.edit is None else new.edit.to_json(), new.source,
                  needed, day, now.isoformat()),
             )  # fmt: skip
             await db.execute(
@@ -512,7 +515,7 @@ class Store:
 
     async def get_settings(self, user_id: int) -> UserSettings:
         rows = await self._all(
-            "SELECT steps, cfg, aspect, sampler, images, remix FROM user_settings WHERE user_id = ?",
+            "SELECT steps, cfg, aspect, sampler, images, remix, model FROM user_settings WHERE user_id = ?",
             (user_id,),
         )
         if not rows:
@@ -522,13 +525,13 @@ class Store:
     async def save_settings(self, user_id: int, settings: UserSettings) -> None:
         async with self._tx() as db:
             await db.execute(
-                "INSERT INTO user_settings (user_id, steps, cfg, aspect, sampler, images, remix)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                "INSERT INTO user_settings (user_id, steps, cfg, aspect, sampler, images, remix, model)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (user_id) DO UPDATE SET steps = excluded.steps, cfg = excluded.cfg,"
                 " aspect = excluded.aspect, sampler = excluded.sampler, images = excluded.images,"
-                " remix = excluded.remix",
+                " remix = excluded.remix, model = excluded.model",
                 (user_id, settings.steps, settings.cfg, settings.aspect, settings.sampler, settings.images,
-                 settings.remix),
+                 settings.remix, settings.model),
             )  # fmt: skip
 
     # -- moderation ------------------------------------------------------------------------------------

@@ -151,6 +151,7 @@ class UserSettings:
     sampler: str | None = None
     images: int | None = None
     remix: bool = False  # V, 🔄, Vary, Zoom and Pan first open the prompt for editing
+    model: str | None = None  # a name of IMAGINEBOT_MODELS: the model when the prompt has no --model
 
 
 @dataclass(frozen=True)

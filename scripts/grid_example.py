@@ -27,9 +27,9 @@ def example_spec(side: int, prompt: str, seeds: tuple[int, ...]) -> GenerateSpec
         negative_prompt="",
         width=side,
         height=side,
-        num_inference_steps=EMBEDDED_DEFAULTS["default_steps"],
-        guidance_scale=EMBEDDED_DEFAULTS["default_cfg"],
-        sampler=EMBEDDED_DEFAULTS["default_sampler"],
+        num_inference_steps=EMBEDDED_DEFAULTS["steps"],
+        guidance_scale=EMBEDDED_DEFAULTS["cfg"],
+        sampler=EMBEDDED_DEFAULTS["sampler"],
         seeds=seeds,
     )
 

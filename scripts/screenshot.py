@@ -36,7 +36,9 @@ async def main(args: argparse.Namespace) -> None:
         use_discord_url(server.url)
         executor = Executor(engine, preview_every=settings.preview_every)
         await executor.start()
-        jobs = job_service(settings, store, executor, engine.native_size)
+        jobs = job_service(
+            settings, store, executor, settings.catalog({settings.model_entries[0].name: engine.planner})
+        )
         bot = ImagineBot(settings, store, jobs, guild_ready_timeout=0.1)
         running = asyncio.create_task(bot.start(server.bot_token))
         await server.wait_for_commands(timeout=60)

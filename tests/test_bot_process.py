@@ -216,7 +216,7 @@ async def test_two_devices_two_workers(tmp_path: Path, bots: list[BotProcess]) -
         for interaction in interactions:
             await server.wait_for_message(grid_of(interaction), timeout=120)
         await bot.stop()
-    assert "loading the model" in bot.output and "on cpu, cpu" in bot.output
+    assert "loading shapes-64 on cpu, cpu" in bot.output
     # one job at a time per worker, two jobs at once: each worker ran one
     assert "joins the batch on imaginebot-worker-0" in bot.output
     assert "joins the batch on imaginebot-worker-1" in bot.output

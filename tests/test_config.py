@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from imaginebot.config import EMBEDDED_MODEL, describe_settings, load_settings
+from imaginebot.config import EMBEDDED_MODEL, Settings, describe_settings, load_settings
+from imaginebot.engine.planning import Planner
 from imaginebot.errors import ConfigError
+from imaginebot.params import RequestDefaults
 
 TOKEN = "MTAxMjM0NTY3ODkw.secret-token-value"
 
@@ -21,13 +23,19 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         monkeypatch.delenv(name[0], raising=False)
 
 
+def model_defaults(settings: Settings) -> RequestDefaults:
+    """The embedded model's defaults under these settings."""
+    return settings.catalog({EMBEDDED_MODEL.name: Planner.from_folder(EMBEDDED_MODEL)}).default.defaults
+
+
 def test_defaults() -> None:
     settings = load_settings()
     assert settings.discord_token is None
     assert settings.model_path == str(EMBEDDED_MODEL)
     assert settings.device == "auto" and settings.dtype == "auto"
     # the embedded model's own defaults, since nothing else was configured
-    assert (settings.request_defaults.steps, settings.request_defaults.cfg) == (20, 5.0)
+    defaults = model_defaults(settings)
+    assert (defaults.steps, defaults.cfg) == (20, 5.0)
     assert settings.preview_every == 5
     assert settings.mock_host == "127.0.0.1"
     assert settings.quota_per_day == 100
@@ -47,7 +55,8 @@ def test_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     monkeypatch.setenv("IMAGINEBOT_GUILD_ID", "123456789012345678")
     settings = load_settings()
     assert settings.default_steps == 40
-    assert settings.request_defaults.steps == 40 and settings.request_defaults.cfg == 7.0  # a real model
+    real_model = settings.catalog({"sd15": Planner(512, 8, guidance_embedded=False)}).default.defaults
+    assert real_model.steps == 40 and real_model.cfg == 7.0
     assert settings.default_aspect == "3:2"
     assert settings.request_defaults.aspect == (3, 2)
     assert settings.model_path == "/models/sd15"
@@ -117,7 +126,7 @@ def test_every_setting_is_documented() -> None:
 
 def test_operator_settings_win_over_the_embedded_models_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IMAGINEBOT_DEFAULT_CFG", "9")
-    defaults = load_settings().request_defaults
+    defaults = model_defaults(load_settings())
     assert (defaults.steps, defaults.cfg) == (20, 9.0)
 
 

@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 from fakes import FakeEngine
 
+from imaginebot.actions import Action
+from imaginebot.catalog import Catalog
 from imaginebot.delivery import (
     DeliveryFailed,
     DeliveryPolicy,
@@ -31,7 +33,7 @@ from imaginebot.delivery import (
 )
 from imaginebot.errors import Forbidden, ImagineError, ParamError, QueueFull
 from imaginebot.executor import Executor
-from imaginebot.jobs import Action, JobService, Origin
+from imaginebot.jobs import JobService, Origin
 from imaginebot.params import RequestDefaults
 from imaginebot.store import Store
 from imaginebot.store_models import Delivery, Job, JobKind, JobStatus
@@ -106,7 +108,7 @@ async def service(tmp_path: Path, engine: FakeEngine) -> AsyncIterator[Service]:
         options.setdefault("delivery", FAST)
         options.setdefault("preview_min_interval", 0.0)
         jobs = JobService(
-            store, executor, defaults=DEFAULTS, native_size=64, seeds=lambda: next(seeds), **options
+            store, executor, catalog=Catalog.single(64, DEFAULTS), seeds=lambda: next(seeds), **options
         )
         opened.append((jobs, executor, store))
         return jobs

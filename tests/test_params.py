@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from imaginebot.engine.api import SAMPLERS
 from imaginebot.errors import ParamError
-from imaginebot.params import ImagineRequest, RequestDefaults, parse, size_for_aspect
+from imaginebot.params import ImagineRequest, RequestDefaults, aspect_of, given_flags, parse, size_for_aspect
 
 DEFAULTS = RequestDefaults(steps=30, cfg=7.0, sampler="euler_a", images=4, aspect=(1, 1))
 
@@ -297,3 +297,23 @@ def test_tile_is_a_switch_and_iw_a_weight() -> None:
         parse("a sunset --iw 4")
     with pytest.raises(ParamError, match="twice"):
         parse("a sunset --tile --tile")
+
+
+def test_an_edited_prompt_takes_a_flags_later_value() -> None:
+    """Remix and Custom Zoom fill the prompt in with every flag: what the user appends wins."""
+    text = "an otter --ar 1:1 --steps 30 --no fog --seed 3 --tile --ar 16:9 --steps 12 --no rain --tile"
+    edited = parse(text, later_wins=True)
+    assert (edited.aspect, edited.steps, edited.seed, edited.tile) == ((16, 9), 12, 3, True)
+    assert edited.negative == ("fog", "rain")
+    assert parse("an otter --lora a:1 --lora b --lora A:0.5", later_wins=True).loras == (
+        ("b", 1.0),
+        ("A", 0.5),
+    )
+    with pytest.raises(ParamError, match="twice"):
+        parse(text)  # a typed /imagine still says it
+
+
+def test_a_pictures_aspect_in_small_terms_within_the_limits() -> None:
+    assert aspect_of(1920, 1080) == (16, 9) and aspect_of(1000, 667) == (3, 2) and aspect_of(40, 30) == (4, 3)
+    assert aspect_of(64, 64) == (1, 1) and aspect_of(1000, 100) == (4, 1) and aspect_of(10, 100) == (1, 4)
+    assert given_flags("a fox --AR 3:2 —steps 4 --tile") == {"aspect", "steps", "tile"}

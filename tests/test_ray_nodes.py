@@ -37,7 +37,7 @@ async def test_a_gpu_node_that_joins_gets_a_worker(cluster: object, caplog: pyte
     caplog.set_level(logging.INFO)
     ex = Executor(planner=Planner.from_folder(EMBEDDED_MODEL), max_queued_per_user=5)
     await ex.start()
-    workers = RayWorkers(WorkerConfig(model="", capacity=8), ex.add_worker, poll_s=0.5)
+    workers = RayWorkers(WorkerConfig(capacity=8), ex.add_worker, poll_s=0.5)
     workers.top_up()
     watching = asyncio.create_task(workers.watch())
     try:

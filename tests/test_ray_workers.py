@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -46,7 +47,7 @@ async def executor(cluster: None) -> AsyncIterator[Executor]:
     """An executor with two Ray workers of one job at a time each (a four-image job costs 8)."""
     ex = Executor(planner=Planner.from_folder(EMBEDDED_MODEL), max_queued_per_user=5, preview_every=2)
     await ex.start()
-    workers = RayWorkers(WorkerConfig(model="", capacity=8, preview_every=2), ex.add_worker, workers=2)
+    workers = RayWorkers(WorkerConfig(capacity=8, preview_every=2), ex.add_worker, workers=2)
     workers.top_up()
     yield ex
     await ex.stop()
@@ -121,3 +122,39 @@ async def test_a_worker_killed_mid_job_loses_nothing(
     assert all(isinstance(f, Done) and len(f.result.images) == 4 for f in finals)
     lost = [m for m in caplog.messages if "back to the front of the queue" in m]
     assert len(lost) == 1  # the killed worker's job ran again elsewhere (or on the restarted worker)
+
+
+async def test_jobs_go_to_the_ray_worker_that_holds_their_model(
+    cluster: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two workers with a model each (as two GPUs that each hold one): every job runs where its model is."""
+    from imaginebot.catalog import ModelEntry
+    from imaginebot.engine.models import ModelPlanner
+    from imaginebot.ray_workers import RayWorker, place_worker
+
+    caplog.set_level(logging.INFO, logger="imaginebot.executor")
+    planner = Planner.from_folder(EMBEDDED_MODEL)
+    ex = Executor(planner=ModelPlanner({"a": planner, "b": planner}), max_queued_per_user=5)
+    await ex.start()
+    loop = asyncio.get_running_loop()
+    actors = []
+    for index, name in ((90, "a"), (91, "b")):
+        config = WorkerConfig(models=(ModelEntry(name, str(EMBEDDED_MODEL)),), capacity=8)
+        actors.append(place_worker(index, config, num_gpus=0, num_cpus=1))
+        ex.add_worker(RayWorker(actors[-1], f"{ACTOR_PREFIX}{index}", loop))
+    try:
+        jobs = [(30, "b"), (31, "b"), (32, "a")]
+        handles = [
+            ex.submit(JobRequest(i, i, JobKind.IMAGINE, replace(job(i, i, steps=2).spec, model=model)))
+            for i, model in jobs
+        ]
+        finals = await asyncio.wait_for(asyncio.gather(*(h.wait() for h in handles)), 300)
+        assert all(isinstance(f, Done) for f in finals)
+        ran = {
+            int(m.split()[1].rstrip(":")): m.rsplit(" ", 1)[-1] for m in caplog.messages if "starts on" in m
+        }
+        assert ran == {30: "1", 31: "1", 32: "0"}  # worker 0 holds a, worker 1 holds b
+    finally:
+        await ex.stop()
+        for actor in actors:
+            ray.kill(actor)

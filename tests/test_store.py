@@ -316,3 +316,29 @@ async def test_edits_tiles_sources_and_remix_round_trip(store: Store) -> None:
     assert (await store.load_image(source)).size == (8, 6)
     await store.save_settings(ALICE, UserSettings(remix=True))
     assert (await store.get_settings(ALICE)).remix is True
+
+
+async def test_models_and_loras_round_trip_and_older_jobs_get_the_default(tmp_path: Path) -> None:
+    """0005: a job keeps the model and LoRAs it was made with; jobs from before have model '' (the
+    default) and no LoRAs; a user's model choice is kept."""
+    with sqlite3.connect(tmp_path / DB_NAME) as db:
+        db.execute("PRAGMA foreign_keys = ON")  # as the store runs them (0004 rebuilds a table)
+        for version, _, script in migrations()[:4]:
+            db.executescript(script)
+            db.execute(f"PRAGMA user_version = {version}")
+        db.execute(
+            "INSERT INTO jobs (user_id, guild_id, channel_id, kind, prompt_text, prompt, steps, cfg, sampler,"
+            " width, height, seeds, charged_day, created_at) VALUES (1, 10, 5, 'imagine', 'x', 'x', 20, 7.0,"
+            " 'euler_a', 512, 512, '[1]', '2024-05-01', '2024-05-01T00:00:00+00:00')"
+        )
+        db.commit()
+    async with await Store.open(tmp_path) as s:
+        old = await s.get_job(1)
+        assert old is not None and (old.spec.model, old.spec.loras) == ("", ())
+        spec = replace(new_job().spec, model="turbo", loras=(("pixel_art", 0.8), ("ink", 1.5)))
+        job = await s.reserve_job(replace(new_job(), spec=spec))
+        again = await s.get_job(job.id)
+        assert again is not None and again.spec.model == "turbo"
+        assert again.spec.loras == (("pixel_art", 0.8), ("ink", 1.5))
+        await s.save_settings(ALICE, UserSettings(model="turbo", steps=4))
+        assert await s.get_settings(ALICE) == UserSettings(model="turbo", steps=4)

@@ -43,6 +43,12 @@ class GenerateSpec:
     # where init_image is kept (blended in at every step, then pasted back); strength None is 1.0 there
     mask_image: Image.Image | None = field(default=None, compare=False)
     tile: bool = False  # seamless: circular padding in the UNet and the VAE, so the picture wraps around
+    # Which of the bot's models draws it ("": the only or the first one); an engine of several models
+    # (``engine.models.ModelSet``) sends the job to that model's engine.
+    model: str = ""
+    # LoRAs applied to this job alone, as (name, weight): a name is a file's stem in the engine's LoRA
+    # folder, the weight 0-2. Jobs with different LoRA sets never share a UNet call.
+    loras: tuple[tuple[str, float], ...] = ()
 
     @property
     def num_images(self) -> int:

@@ -1,4 +1,5 @@
-"""Load a diffusers-format checkpoint (a folder, or a hub id already in the local cache) into an engine.
+"""Load a diffusers-format checkpoint (a folder, or a hub id already in the local cache) into an engine; a
+single-file checkpoint goes to ``single_file``.
 
 The components are loaded one by one from the folder's subfolders (tokenizer, text_encoder, [tokenizer_2,
 text_encoder_2], unet, vae, scheduler), the same way for SD 1.x/2.x, SDXL and our embedded model: nothing
@@ -20,6 +21,7 @@ from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokeniz
 from imaginebot.engine._types import UNet, Vae
 from imaginebot.engine.devices import resolve_device, resolve_dtype
 from imaginebot.engine.pipeline import DiffusionEngine
+from imaginebot.engine.single_file import is_single_file, load_single_file
 from imaginebot.errors import ModelNotFound
 
 log = logging.getLogger(__name__)
@@ -35,12 +37,19 @@ def load_engine(
     upscale_max_side: int = 2048,
     offline: bool = True,
     cache_dir: str | os.PathLike[str] | None = None,
+    lora_dir: str | os.PathLike[str] | None = None,
 ) -> DiffusionEngine:
-    """An engine for ``model``: a diffusers folder, or a hub id (from the local cache unless offline=False).
+    """An engine for ``model``: a diffusers folder, a single-file checkpoint (.safetensors or .ckpt, see
+    ``single_file``), or a hub id (from the local cache unless offline=False).
 
     ``device``: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N" or "mps"; ``dtype``: "auto"
-    (float16 on a GPU, float32 on the CPU), "float32", "float16" or "bfloat16".
+    (float16 on a GPU, float32 on the CPU), "float32", "float16" or "bfloat16". ``lora_dir``: the folder of
+    the LoRAs jobs may use (``GenerateSpec.loras``), None for none.
     """
+    if is_single_file(model):
+        return load_single_file(
+            model, device=device, dtype=dtype, upscale_max_side=upscale_max_side, lora_dir=lora_dir
+        )
     folder = find_model_folder(model, offline=offline, cache_dir=cache_dir)
     index = _model_index(folder)
     missing = [name for name in _REQUIRED if not (folder / name).is_dir()]
@@ -85,6 +94,7 @@ def load_engine(
         dtype=str(torch_dtype).removeprefix("torch."),
         upscale_max_side=upscale_max_side,
         force_zeros_for_empty_prompt=bool(index.get("force_zeros_for_empty_prompt", True)),
+        lora_dir=lora_dir,
     )
 
 

@@ -37,6 +37,7 @@ from imaginebot.engine.api import (
 )
 from imaginebot.engine.canvas import keep_weights
 from imaginebot.engine.devices import free_memory, resolve_device, resolve_dtype
+from imaginebot.engine.lora import LoraFolder, Loras
 from imaginebot.engine.planning import Planner, img2img_steps, strength
 from imaginebot.engine.preview import (
     LatentRGB,
@@ -82,6 +83,7 @@ class DiffusionEngine:
         upscale_max_side: int = 2048,
         force_zeros_for_empty_prompt: bool = True,
         latent_rgb: LatentRGB | None = None,
+        lora_dir: LoraFolder = None,
     ) -> None:
         """Takes components already on ``device`` in ``dtype``; use ``from_components`` or ``load_engine``."""
         self.tokenizer, self.text_encoder = tokenizer, text_encoder
@@ -89,9 +91,8 @@ class DiffusionEngine:
         self.unet, self.vae = unet, vae
         self.scheduler_config = dict(scheduler_config)
         if tokenizer_2 is None and self.scheduler_config.get("steps_offset", 1) != 1:
-            self.scheduler_config["steps_offset"] = (
-                1  # old SD 1.x configs; StableDiffusionPipeline fixes it so
-            )
+            # old SD 1.x configs; StableDiffusionPipeline fixes it so
+            self.scheduler_config["steps_offset"] = 1
         self.device, self.dtype = device, dtype
         self.upscale_max_side = upscale_max_side
         # SDXL checkpoints say whether an empty negative prompt means zero embeddings (model_index.json).
@@ -104,6 +105,7 @@ class DiffusionEngine:
         if latent_rgb is None:
             latent_rgb = published_latent_rgb(vae.config, is_sdxl=self.is_sdxl) or self._fit_latent_rgb()
         self.latent_rgb = latent_rgb.to(device)
+        self.loras = Loras(lora_dir, unet=unet, text_encoder=text_encoder, text_encoder_2=text_encoder_2)
 
     @classmethod
     def from_components(
@@ -121,6 +123,7 @@ class DiffusionEngine:
         upscale_max_side: int = 2048,
         force_zeros_for_empty_prompt: bool = True,
         latent_rgb: LatentRGB | None = None,
+        lora_dir: LoraFolder = None,
     ) -> DiffusionEngine:
         """Build an engine from in-memory models (moved to ``device``/``dtype``; "auto" or None picks)."""
         torch_device = resolve_device(device)
@@ -149,6 +152,7 @@ class DiffusionEngine:
             upscale_max_side=upscale_max_side,
             force_zeros_for_empty_prompt=force_zeros_for_empty_prompt,
             latent_rgb=latent_rgb,
+            lora_dir=lora_dir,
         )
 
     @property
@@ -202,8 +206,10 @@ class DiffusionEngine:
             )
             note = f"Upscaled by a plain resize to {width}×{height}: not enough GPU memory to refine it."
             fallback = GenerateResult((enlarged,), spec.seeds, 0.0, note=note)
-        with self._errors(_describe(spec), fallback), torch.inference_mode():
-            job = self._prepare(spec, plan, on_preview, preview_every)
+        with self._errors(_describe(spec), fallback):
+            self.loras.apply_to_text_encoders(spec.loras)  # loads a LoRA the first time it is used
+            with torch.inference_mode():
+                job = self._prepare(spec, plan, on_preview, preview_every)
         job.started, job.fallback = started, fallback
         return job
 
@@ -215,6 +221,7 @@ class DiffusionEngine:
         assert all(job.plan.group == group and not job.done for job in jobs), "one group, none done"
         images = sum(job.spec.num_images for job in jobs)
         what = f"{images} image(s) of {jobs[0].spec.width}×{jobs[0].spec.height}"
+        self.loras.apply_to_unet(jobs[0].spec.loras)  # one group, one LoRA set (loaded when prepared)
         with self._errors(what, jobs[0].fallback if len(jobs) == 1 else None), torch.inference_mode():
             self._step(jobs)
 
@@ -463,25 +470,12 @@ class DiffusionEngine:
         return _Conditioning(prompt_embeds, added_cond_kwargs)
 
     def _token_ids(self, tokenizer: CLIPTokenizer, text: str) -> torch.Tensor:
-        text_inputs = tokenizer(
-            text,
-            padding="max_length",
-            max_length=tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        )
-        input_ids: torch.Tensor = text_inputs.input_ids
+        input_ids: torch.Tensor = _tokenize(tokenizer, text).input_ids
         return input_ids.to(self.device)
 
     def _clip(self, tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, text: str) -> torch.Tensor:
         """SD 1.x/2.x: the text encoder's last hidden state, (1, seq, dim)."""
-        text_inputs = tokenizer(
-            text,
-            padding="max_length",
-            max_length=tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        )
+        text_inputs = _tokenize(tokenizer, text)
         attention_mask = None
         if getattr(text_encoder.config, "use_attention_mask", False):
             attention_mask = text_inputs.attention_mask.to(self.device)
@@ -673,6 +667,12 @@ class _State:
 def _own(state: StepState) -> _State:
     assert isinstance(state, _State), "a state from another engine"
     return state
+
+
+def _tokenize(tokenizer: CLIPTokenizer, text: str) -> Any:
+    """As the pipelines: padded to the tokenizer's length, cut there (a BatchEncoding of one row)."""
+    length = tokenizer.model_max_length
+    return tokenizer(text, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
 
 
 def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """What a job will take of a batched UNet call, from the model's configs alone (no torch, no weights).
 
 The bot plans every job when it is queued, to admit it where it fits; with Ray workers the bot holds no
-engine, so planning needs only the model folder's ``unet/config.json`` and ``vae/config.json``.
+engine, so planning needs only the model folder's ``unet/config.json`` and ``vae/config.json`` (for a single
+file, those that ship for its kind).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from imaginebot.engine.api import GenerateSpec, Plan, Task
+from imaginebot.engine.lora_files import lora_set
 
 VARY_STRENGTH = 0.6  # V1-V4: keeps the composition and colours, changes the details
 UPSCALE_STRENGTH = 0.3  # U1-U4: "hires fix", sharpens the enlarged tile without redrawing it
@@ -53,6 +55,14 @@ class Planner:
         )
         return cls.from_configs(unet, vae, upscale_max_side=upscale_max_side)
 
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, upscale_max_side: int = 2048) -> Planner:
+        """A single-file checkpoint (.safetensors, .ckpt): the shipped configs of its kind, by its header."""
+        from imaginebot.engine.single_file import model_configs
+
+        unet, vae = model_configs(path)
+        return cls.from_configs(unet, vae, upscale_max_side=upscale_max_side)
+
     def uses_cfg(self, spec: GenerateSpec) -> bool:
         return spec.guidance_scale > 1.0 and not self.guidance_embedded
 
@@ -82,8 +92,8 @@ class Planner:
         if spec.init_image is not None or task != "generate":
             steps = img2img_steps(steps, strength(spec, task))
         return Plan(
-            # circular padding (--tile) is set for a whole UNet call
-            group=(latent_height, latent_width, spec.tile),
+            # circular padding (--tile) and the LoRAs switched on are set for a whole UNet call
+            group=(latent_height, latent_width, spec.tile, lora_set(spec.loras)),
             samples=samples,
             cost=samples * latent_height * latent_width / native,
             steps=steps,

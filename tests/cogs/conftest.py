@@ -15,6 +15,7 @@ import pytest_asyncio
 from bot import ImagineBot, job_service
 from imaginebot.config import load_settings
 from imaginebot.engine import DiffusionEngine
+from imaginebot.engine.models import ModelSet
 from imaginebot.engine.tiny import engine_from, tiny_sd
 from imaginebot.executor import Executor
 from imaginebot.jobs import JobService
@@ -76,7 +77,11 @@ async def bot_factory(
             capacity=settings.batch_capacity,
         )
         await executor.start()
-        jobs = job_service(settings, store, executor, engine.native_size)
+        if isinstance(engine, ModelSet):  # several models: the settings name them as the set does
+            catalog = settings.catalog({name: engine.engine(name).planner for name in engine.names})
+        else:
+            catalog = settings.catalog({settings.model_entries[0].name: engine.planner})
+        jobs = job_service(settings, store, executor, catalog)
         bot = ImagineBot(settings, store, jobs, **FAST_BOT_OPTIONS)
         await start_bot(bot, wait_for_commands=True)
         running.append(RunningBot(bot, store, executor, jobs))

@@ -13,9 +13,10 @@ from PIL import Image
 from cogs import render
 from cogs.common import describe_error
 from cogs.jobmessage import CUSTOM_ID, JobButton, job_buttons
+from imaginebot.actions import Action
 from imaginebot.delivery import JobView, Waiting, Working
 from imaginebot.engine.api import GenerateSpec
-from imaginebot.jobs import Action, defaults_for
+from imaginebot.jobs import defaults_for
 from imaginebot.params import RequestDefaults, parse
 from imaginebot.store_models import Job, JobKind, JobStatus, UserSettings
 

@@ -73,7 +73,7 @@ async def test_zoom_out_keeps_the_upscale_in_the_middle_after_a_restart(
     assert job is not None and job.kind is JobKind.EDIT and job.status is JobStatus.DONE
     assert job.edit is not None and (job.edit.kind, job.edit.factor) == (EditKind.ZOOM, 2.0)
     assert "Zoom Out 2x" in zoomed.content and len(job.images) == 4
-    native = running.jobs.native_size
+    native = running.jobs.catalog.default.native_size
     picture = await running.store.load_image(up.images[0])
     expected = cv.zoom_out(picture, 2.0, (native, native))
     left, top, right, bottom = cv.kept_box(expected.mask) or (0, 0, 0, 0)
@@ -94,7 +94,7 @@ async def test_pans_keep_the_picture_on_the_far_side_and_chain(
     mock_discord: Any, bot_factory: BotFactory
 ) -> None:
     running = await bot_factory()
-    alice, native = mock_discord.alice, running.jobs.native_size
+    alice, native = mock_discord.alice, running.jobs.catalog.default.native_size
     up_message = await upscaled(mock_discord, "a blue square --seed 8 --steps 4", alice)
     up = await running.store.get_job(job_id_of(up_message))
     picture = await running.store.load_image(up.images[0])
@@ -169,7 +169,7 @@ async def test_custom_zoom_takes_a_factor_and_an_aspect_ratio(
     mock_discord: Any, bot_factory: BotFactory
 ) -> None:
     running = await bot_factory()
-    bob, native = mock_discord.bob, running.jobs.native_size
+    bob, native = mock_discord.bob, running.jobs.catalog.default.native_size
     up_message = await upscaled(mock_discord, "a tower --steps 4", bob)
     up = await running.store.get_job(job_id_of(up_message))
     before = await used(running, mock_discord, bob)
@@ -231,6 +231,19 @@ async def test_remix_mode_opens_the_prompt_before_a_variation(
     assert job.kind is JobKind.VARIATION and job.tile_index == 1
     assert job.spec.prompt == "a dog" and job.spec.num_inference_steps == 3
 
+    # the filled-in text with a flag appended: the later value wins, as in Midjourney
+    click = await mock_discord.click(grid, "ib:r:" + str(job_id_of(grid)) + ":0", user=alice)
+    modal = await mock_discord.wait_for_modal(click)
+    text = modal.field("prompt").value + " --steps 2 --ar 2:1"
+    rerolled = await mock_discord.wait_for_response(
+        await mock_discord.submit_modal(modal, {"prompt": text}, user=alice), has_picture, timeout=TIMEOUT
+    )
+    job = await running.store.get_job(job_id_of(rerolled))
+    native = running.jobs.catalog.default.native_size
+    assert job.spec.num_inference_steps == 2 and (job.spec.width, job.spec.height) == size_for_aspect(
+        (2, 1), native
+    )
+
 
 def png(size: tuple[int, int], colour: str = "red") -> bytes:
     buffer = io.BytesIO()
@@ -250,6 +263,16 @@ async def test_an_image_prompt_starts_the_pictures_and_bad_files_cost_nothing(
     assert job.source is not None and job.spec.strength is not None and job.spec.strength < 0.5
     assert (await running.store.load_image(job.source)).size == (40, 30)
     assert "--iw 2" in job.prompt_text
+    native = running.jobs.catalog.default.native_size
+    # no --ar: the picture keeps its own shape (4:3); with one, it is cut to that
+    assert "--ar 4:3" in job.prompt_text and (job.spec.width, job.spec.height) == size_for_aspect(
+        (4, 3), native
+    )
+    square = await imagine(
+        mock_discord, alice, "a sunset --ar 1:1 --steps 4", image=CommandFile("start.png", png((40, 30)))
+    )
+    job = await running.store.get_job(job_id_of(square))
+    assert job.spec.width == job.spec.height
     spent = await used(running, mock_discord, alice)
 
     bad = [
@@ -264,7 +287,7 @@ async def test_an_image_prompt_starts_the_pictures_and_bad_files_cost_nothing(
         assert expected in await refusal(mock_discord, interaction)
     assert await used(running, mock_discord, alice) == spent
     sources = list((running.store.data_dir / "sources").iterdir())
-    assert len(sources) == 1  # the refused ones were not kept
+    assert len(sources) == 2  # the two grids' pictures; the refused ones were not kept
 
 
 async def test_tile_reaches_the_engine_and_the_reroll(mock_discord: Any, bot_factory: BotFactory) -> None:

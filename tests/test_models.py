@@ -40,6 +40,8 @@ def test_models_are_name_path_entries_with_their_own_defaults() -> None:
     assert entries[1].options == {"steps": 2, "cfg": 0.0} and entries[2].options == {"sampler": "dpm++2m"}
     assert entries[1].turbo and not entries[0].turbo
     assert entries[1].scheduler_overrides == {"timestep_spacing": "trailing"}
+    assert entries[1].native_size(768) == 512 and entries[0].native_size(768) == 768  # a Turbo is 512 px
+    assert parse_models("xl=/m/xl.safetensors size=768")[0].native_size(1024) == 768
 
 
 @pytest.mark.parametrize(
@@ -50,7 +52,8 @@ def test_models_are_name_path_entries_with_their_own_defaults() -> None:
         ("Bad!name=/x", "must be 1-32 lower-case"),
         ("a=/x steps=500", "steps must be a whole number from 1 to 150, not '500'"),
         ("a=/x sampler=fast", "sampler must be one of"),
-        ("a=/x size=512", "'size=512' is not an option"),
+        ("a=/x width=512", "'width=512' is not an option; options are steps=, cfg=, sampler=, size="),
+        ("a=/x size=500", "size must be the native side in pixels, a multiple of 64"),
         (" , ", "names no model"),
     ],
 )

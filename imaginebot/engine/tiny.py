@@ -15,28 +15,15 @@ from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionMode
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from imaginebot.engine._types import Scheduler, UNet, Vae
+from imaginebot.engine.clip_tokenizer import bytes_to_unicode
 
 if TYPE_CHECKING:
     from imaginebot.engine.pipeline import DiffusionEngine
 
 
-def _bytes_to_unicode() -> list[str]:
-    """CLIP's (and GPT-2's) reversible byte -> printable character table."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    bs += list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for c in cs]
-
-
 def tiny_tokenizer(model_max_length: int = 77) -> CLIPTokenizer:
     """A real CLIP BPE tokenizer over single characters (plus a few merges), 516 tokens."""
-    chars = _bytes_to_unicode()
+    chars = bytes_to_unicode()
     vocab: dict[str, int] = {}
     for c in chars:
         vocab[c] = len(vocab)

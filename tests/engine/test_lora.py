@@ -13,9 +13,9 @@ import torch
 from lorafiles import RANK, kohya_layout, peft_layout, random_lora
 from PIL import Image
 from safetensors.torch import save_file
+from test_batching import Job, run_together
 
 from imaginebot.engine import DiffusionEngine, GenerateSpec
-from imaginebot.engine.api import StepState
 from imaginebot.engine.lora_files import list_loras, lora_set
 from imaginebot.engine.tiny import engine_from, tiny_sd, tiny_sdxl
 from imaginebot.errors import ParamError
@@ -116,30 +116,6 @@ def test_two_loras_at_once(engine: DiffusionEngine) -> None:
     assert both == swapped and max_difference(both, one) > 5
 
 
-def run_together(
-    engine: DiffusionEngine, specs: list[GenerateSpec], joins_at: list[int]
-) -> tuple[list[tuple[Image.Image, ...]], int]:
-    """As the batcher does: jobs join at their step, every group steps in one call, done jobs finish.
-    Returns each job's images and the widest call."""
-    states: dict[int, StepState] = {}
-    results: dict[int, tuple[Image.Image, ...]] = {}
-    widest, tick = 0, 0
-    while len(results) < len(specs):
-        for i, s in enumerate(specs):
-            if joins_at[i] == tick:
-                states[i] = engine.prepare(s)  # loading its LoRAs, the first time, amid the others' steps
-        groups: dict[object, list[int]] = {}
-        for i, state in states.items():
-            groups.setdefault(state.plan.group, []).append(i)
-        for members in groups.values():
-            engine.step([states[i] for i in members])
-            widest = max(widest, len(members))
-        for i in [i for i, state in states.items() if state.done]:
-            results[i] = engine.finish(states.pop(i)).images
-        tick += 1
-    return [results[i] for i in range(len(specs))], widest
-
-
 def test_jobs_with_different_loras_never_share_a_call(lora_dir: Path) -> None:
     engine = engine_from(tiny_sd(), lora_dir=lora_dir)  # none loaded yet: they load as the jobs join
     specs = [
@@ -151,7 +127,8 @@ def test_jobs_with_different_loras_never_share_a_call(lora_dir: Path) -> None:
     ]
     groups = [engine.plan(s).group for s in specs]
     assert len(set(groups)) == 4 and groups[0] == groups[3]
-    together, widest = run_together(engine, specs, joins_at=[0, 1, 1, 0, 2])
+    jobs = [Job(s, joins_at=t) for s, t in zip(specs, [0, 1, 1, 0, 2], strict=True)]
+    together, widest = run_together(engine, jobs)  # LoRAs load as their jobs join, amid the others' steps
     assert widest == 2 and engine.loras.loaded == ["style", "other"]
     alone = [engine.generate(s).images for s in specs]
     for s, a, t in zip(specs, alone, together, strict=True):

@@ -81,7 +81,7 @@ def test_each_model_brings_its_own_defaults_unless_the_operator_set_them() -> No
         "shapes": (20, 6.0, "euler_a"),  # the embedded model's steps, the operator's cfg
         "sd": (30, 6.0, "euler_a"),
         "turbo": (1, 6.0, "euler_a"),
-        "lcm": (4, 6.0, "euler_a"),
+        "lcm": (4, 6.0, "lcm"),  # its own sampler and steps
         "mine": (12, 3.5, "euler_a"),  # its entry wins over everything
     }
     assert all(m.defaults.model == m.name for m in catalog.models)

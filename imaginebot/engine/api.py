@@ -14,7 +14,7 @@ from typing import Literal, Protocol
 from PIL import Image
 
 # The prompt language's sampler names (``--sampler``); the engine maps each to a diffusers scheduler.
-SAMPLERS: tuple[str, ...] = ("ddim", "euler", "euler_a", "dpm++2m", "dpm++2m_karras", "unipc", "lms")
+SAMPLERS: tuple[str, ...] = ("ddim", "euler", "euler_a", "dpm++2m", "dpm++2m_karras", "unipc", "lms", "lcm")
 DEFAULT_SAMPLER = "euler_a"
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -48,7 +47,7 @@ from imaginebot.engine.preview import (
     preview_tile_size,
     published_latent_rgb,
 )
-from imaginebot.engine.schedulers import make_scheduler
+from imaginebot.engine.schedulers import alpha_bars, guidance_embedding, make_scheduler, step_kwargs
 from imaginebot.errors import GenerationCancelled, GenerationFailed, ImagineError, OutOfMemory, ParamError
 
 log = logging.getLogger(__name__)
@@ -63,6 +62,7 @@ CPU_LATENT_PIXELS_PER_CALL = 2**17
 class _Conditioning:
     prompt_embeds: torch.Tensor  # (2B, seq, dim) with CFG: negative first, as the UNet batch is laid out
     added_cond_kwargs: dict[str, torch.Tensor] | None  # SDXL: pooled text embeddings and time ids
+    timestep_cond: torch.Tensor | None = None  # a distilled LCM UNet: the guidance scale, embedded
 
 
 class DiffusionEngine:
@@ -363,10 +363,10 @@ class DiffusionEngine:
             cond=cond,
             scheduler=scheduler,
             timesteps=timesteps,
-            step_kwargs=_step_kwargs(scheduler, generator),
+            step_kwargs=step_kwargs(scheduler, generator),
             latents=latents,
             masked=masked,
-            alpha_bars=_alpha_bars(scheduler, timesteps, begin_index) if on_preview is not None else [],
+            alpha_bars=alpha_bars(scheduler, timesteps, begin_index) if on_preview is not None else [],
             on_preview=on_preview,
             preview_every=preview_every,
         )
@@ -387,9 +387,16 @@ class DiffusionEngine:
                 key: _cat([job.cond.added_cond_kwargs[key] for job in jobs])  # type: ignore[index]
                 for key in ("text_embeds", "time_ids")
             }
+        timestep_cond = None
+        if jobs[0].cond.timestep_cond is not None:  # one engine: all of them, or none
+            timestep_cond = _cat([job.cond.timestep_cond for job in jobs])  # type: ignore[misc]
         with spatial.circular(self._unet_convs if jobs[0].spec.tile else ()):
             noise_pred = self._unet(
-                _cat(rows), _cat(timesteps), _cat([job.cond.prompt_embeds for job in jobs]), added_cond_kwargs
+                _cat(rows),
+                _cat(timesteps),
+                _cat([job.cond.prompt_embeds for job in jobs]),
+                added_cond_kwargs,
+                timestep_cond,
             )
         # Memory runs out in the UNet call above, before any job's scheduler has moved: a failed step can be
         # retried with the batch split. Below, each job takes its own rows and its own scheduler step.
@@ -415,12 +422,14 @@ class DiffusionEngine:
         timestep: torch.Tensor,
         encoder_hidden_states: torch.Tensor,
         added_cond_kwargs: dict[str, torch.Tensor] | None,
+        timestep_cond: torch.Tensor | None = None,
     ) -> torch.Tensor:
         def unet(window: torch.Tensor) -> torch.Tensor:
             out: torch.Tensor = self.unet(
                 window,
                 timestep,
                 encoder_hidden_states=encoder_hidden_states,
+                timestep_cond=timestep_cond,
                 added_cond_kwargs=added_cond_kwargs,
                 return_dict=False,
             )[0]
@@ -467,7 +476,12 @@ class DiffusionEngine:
         prompt_embeds = prompt_embeds.repeat(batch_size, 1, 1)
         if do_cfg:
             prompt_embeds = torch.cat([negative_prompt_embeds.repeat(batch_size, 1, 1), prompt_embeds])
-        return _Conditioning(prompt_embeds, added_cond_kwargs)
+        timestep_cond = None
+        if self.planner.guidance_embedded:  # no CFG branch: the guidance is an input of the UNet
+            dim = self.unet.config.time_cond_proj_dim
+            embedding = guidance_embedding(spec.guidance_scale, dim, batch_size)
+            timestep_cond = embedding.to(self.device, prompt_embeds.dtype)
+        return _Conditioning(prompt_embeds, added_cond_kwargs, timestep_cond)
 
     def _token_ids(self, tokenizer: CLIPTokenizer, text: str) -> torch.Tensor:
         input_ids: torch.Tensor = _tokenize(tokenizer, text).input_ids
@@ -718,24 +732,3 @@ def measure_capacity(engine: DiffusionEngine, headroom: float = 0.8) -> float:
 def capacity_for(free_bytes: int, bytes_per_sample: int, headroom: float = 0.8) -> float:
     """``headroom`` of the free memory in samples, at least one (a job always runs, alone if need be)."""
     return max(1.0, headroom * free_bytes / max(bytes_per_sample, 1))
-
-
-def _step_kwargs(scheduler: Scheduler, generator: list[torch.Generator]) -> dict[str, Any]:
-    """As diffusers' ``prepare_extra_step_kwargs``: ``eta`` (DDIM, 0) and the per-tile generators."""
-    accepted = inspect.signature(scheduler.step).parameters
-    kwargs: dict[str, Any] = {}
-    if "eta" in accepted:
-        kwargs["eta"] = 0.0
-    if "generator" in accepted:
-        kwargs["generator"] = generator
-    return kwargs
-
-
-def _alpha_bars(scheduler: Scheduler, timesteps: torch.Tensor, begin_index: int) -> list[float]:
-    """Cumulative alpha at each step of this job, computed on the host once so previews never sync."""
-    sigmas = getattr(scheduler, "sigmas", None)
-    if isinstance(sigmas, torch.Tensor):
-        s = sigmas.detach().to("cpu", torch.float64)
-        return [1.0 / (1.0 + float(s[begin_index + i]) ** 2) for i in range(len(timesteps))]
-    alphas_cumprod = scheduler.alphas_cumprod.detach().to("cpu", torch.float64)
-    return [float(alphas_cumprod[int(t)]) for t in timesteps.to("cpu")]

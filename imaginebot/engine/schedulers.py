@@ -8,14 +8,18 @@ the checkpoint's betas, timestep spacing and ``prediction_type`` (epsilon or v-p
 from __future__ import annotations
 
 import importlib.util
+import inspect
+import math
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from diffusers import (
     DDIMScheduler,
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
+    LCMScheduler,
     LMSDiscreteScheduler,
     UniPCMultistepScheduler,
 )
@@ -38,6 +42,8 @@ _SCHEDULERS: dict[str, tuple[Scheduler, dict[str, Any]]] = {
     ),
     "unipc": (UniPCMultistepScheduler, {}),
     "lms": (LMSDiscreteScheduler, {}),
+    # a latent consistency model's (or an LCM-LoRA's) own sampler, for 2-8 steps
+    "lcm": (LCMScheduler, {}),
 }
 assert tuple(_SCHEDULERS) == SAMPLERS, "every sampler name of the prompt language needs a scheduler"
 
@@ -51,3 +57,35 @@ def make_scheduler(sampler: str, config: Mapping[str, Any]) -> Scheduler:
     if sampler == "lms" and importlib.util.find_spec("scipy") is None:
         raise ParamError("sampler 'lms' needs SciPy, which is not installed here; choose another sampler")
     return cls.from_config(dict(config), **overrides)
+
+
+def step_kwargs(scheduler: Scheduler, generator: list[torch.Generator]) -> dict[str, Any]:
+    """As diffusers' ``prepare_extra_step_kwargs``: ``eta`` (DDIM, 0) and the per-tile generators."""
+    accepted = inspect.signature(scheduler.step).parameters
+    kwargs: dict[str, Any] = {}
+    if "eta" in accepted:
+        kwargs["eta"] = 0.0
+    if "generator" in accepted:
+        kwargs["generator"] = generator
+    return kwargs
+
+
+def alpha_bars(scheduler: Scheduler, timesteps: torch.Tensor, begin_index: int) -> list[float]:
+    """Cumulative alpha at each step of this job, computed on the host once so previews never sync."""
+    sigmas = getattr(scheduler, "sigmas", None)
+    if isinstance(sigmas, torch.Tensor):
+        s = sigmas.detach().to("cpu", torch.float64)
+        return [1.0 / (1.0 + float(s[begin_index + i]) ** 2) for i in range(len(timesteps))]
+    alphas_cumprod = scheduler.alphas_cumprod.detach().to("cpu", torch.float64)
+    return [float(alphas_cumprod[int(t)]) for t in timesteps.to("cpu")]
+
+
+def guidance_embedding(guidance_scale: float, dim: int, rows: int) -> torch.Tensor:
+    """A distilled LCM UNet's guidance input (``timestep_cond``), as diffusers' LCM pipeline makes it: the
+    sinusoidal embedding of ``1000 * (w - 1)``, one row per image."""
+    w = torch.full((rows,), (guidance_scale - 1.0) * 1000.0)
+    half = dim // 2
+    frequencies = torch.exp(torch.arange(half, dtype=torch.float32) * -(math.log(10000.0) / (half - 1)))
+    angles = w[:, None] * frequencies[None, :]
+    embedding = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+    return torch.nn.functional.pad(embedding, (0, 1)) if dim % 2 else embedding

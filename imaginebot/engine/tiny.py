@@ -99,8 +99,10 @@ def tiny_sd(
     channels: tuple[int, int] = (16, 32),
     latent_channels: int = 4,
     prediction_type: str = "epsilon",
+    time_cond_proj_dim: int | None = None,
 ) -> TinyComponents:
-    """SD 1.x-shaped: one CLIP text encoder, a cross-attention UNet, a VAE of scale factor 2."""
+    """SD 1.x-shaped: one CLIP text encoder, a cross-attention UNet, a VAE of scale factor 2.
+    ``time_cond_proj_dim``: a latent consistency model's UNet, which takes the guidance as an input."""
     torch.manual_seed(seed)
     tokenizer = tiny_tokenizer()
     text_encoder = CLIPTextModel(_text_config(32, 2, len(tokenizer), 32))
@@ -115,6 +117,7 @@ def tiny_sd(
         cross_attention_dim=32,
         attention_head_dim=8,
         norm_num_groups=8,
+        time_cond_proj_dim=time_cond_proj_dim,
     )
     vae = tiny_vae(latent_channels)
     return TinyComponents(tokenizer, text_encoder, unet, vae, _scheduler(prediction_type))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from collections.abc import Callable
 
@@ -153,3 +154,39 @@ def test_sdxl_matches_stable_diffusion_xl_pipeline(
         generator=[torch.Generator().manual_seed(s) for s in spec.seeds],
     ).images
     assert max_pixel_difference(ours.images, list(stock)) <= 2
+
+
+def test_a_latent_consistency_model_matches_diffusers_lcm_pipeline(make_engine: MakeEngine) -> None:
+    """A UNet with the guidance as an input: no CFG branch (one row per image), the embedded guidance
+    changes the picture, and the pixels are the LCM pipeline's."""
+    from diffusers import LatentConsistencyModelPipeline
+
+    c = tiny_sd(seed=2, time_cond_proj_dim=8)
+    engine = make_engine(c)
+    spec = GenerateSpec("a red fox", width=32, height=32, num_inference_steps=4, guidance_scale=8.5,
+                        sampler="lcm", seeds=SEEDS[:2])  # fmt: skip
+    assert engine.plan(spec).samples == 2
+    ours = engine.generate(spec)
+    pipe = LatentConsistencyModelPipeline(
+        vae=c.vae,
+        text_encoder=c.text_encoder,
+        tokenizer=c.tokenizer,
+        unet=c.unet,
+        scheduler=make_scheduler("lcm", c.scheduler.config),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    stock = pipe(
+        spec.prompt,
+        height=32,
+        width=32,
+        num_inference_steps=4,
+        guidance_scale=8.5,
+        num_images_per_prompt=2,
+        generator=[torch.Generator().manual_seed(s) for s in spec.seeds],
+    ).images
+    assert max_pixel_difference(ours.images, stock) <= 2
+    weaker = engine.generate(dataclasses.replace(spec, guidance_scale=2.0))
+    assert max_pixel_difference(ours.images, list(weaker.images)) > 0

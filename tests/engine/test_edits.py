@@ -150,6 +150,34 @@ def test_tile_makes_the_unet_and_the_vae_wrap_around(sd_engine: DiffusionEngine)
     assert all(conv.padding_mode == "zeros" for conv in unet.modules() if isinstance(conv, torch.nn.Conv2d))
 
 
+def test_a_tiled_pictures_left_and_right_edges_join_like_its_inside(
+    sd_engine: DiffusionEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole job, in pixels: started from its noise rolled sideways, a --tile picture comes out rolled
+    by as much. So the seam between its right edge and its left edge is a column pair inside the other
+    picture: the edges join as smoothly as any two neighbouring columns. Without --tile they don't."""
+    import imaginebot.engine.pipeline as pipeline
+
+    shift, f = 4, sd_engine.vae_scale_factor  # latent pixels, a multiple of the UNet's downsampling
+    drawn = pipeline.randn_tensor
+
+    def rolled_noise(*args: object, **kwargs: object) -> torch.Tensor:
+        return torch.roll(drawn(*args, **kwargs), shifts=shift, dims=-1)  # type: ignore[arg-type]
+
+    for tile, joins in ((True, True), (False, False)):
+        job = spec(tile=tile, sampler="euler", seeds=(3,))  # a sampler that draws no noise on the way
+        straight = pixels(sd_engine.generate(job).images[0])
+        with monkeypatch.context() as patch:
+            patch.setattr(pipeline, "randn_tensor", rolled_noise)
+            turned = pixels(sd_engine.generate(job).images[0])
+        difference = np.abs(turned - np.roll(straight, shift * f, axis=1)).max()
+        assert bool(difference <= 2) is joins, (tile, difference)
+        if tile:  # the wrap-around seam of one is the inside pair of columns at the shift in the other
+            seam = np.abs(straight[:, -1] - straight[:, 0])
+            inside = np.abs(turned[:, shift * f - 1] - turned[:, shift * f])
+            assert np.abs(seam - inside).max() <= 4
+
+
 def test_tile_is_a_group_of_its_own(sd_engine: DiffusionEngine) -> None:
     assert sd_engine.plan(spec(tile=True)).group != sd_engine.plan(spec()).group
 

@@ -47,7 +47,8 @@ from imaginebot.engine.preview import (
     preview_tile_size,
     published_latent_rgb,
 )
-from imaginebot.engine.schedulers import alpha_bars, guidance_embedding, make_scheduler, step_kwargs
+from imaginebot.engine.prompts import Conditioning, Prompts
+from imaginebot.engine.schedulers import alpha_bars, make_scheduler, step_kwargs
 from imaginebot.errors import GenerationCancelled, GenerationFailed, ImagineError, OutOfMemory, ParamError
 
 log = logging.getLogger(__name__)
@@ -56,13 +57,6 @@ log = logging.getLogger(__name__)
 # (16x16 latents), 32 of SD 1.5 (64x64), 8 of SDXL (128x128). Past a few dozen samples a CPU gains no speed,
 # but every job in the batch moves on, so nobody waits for a first preview.
 CPU_LATENT_PIXELS_PER_CALL = 2**17
-
-
-@dataclasses.dataclass
-class _Conditioning:
-    prompt_embeds: torch.Tensor  # (2B, seq, dim) with CFG: negative first, as the UNet batch is laid out
-    added_cond_kwargs: dict[str, torch.Tensor] | None  # SDXL: pooled text embeddings and time ids
-    timestep_cond: torch.Tensor | None = None  # a distilled LCM UNet: the guidance scale, embedded
 
 
 class DiffusionEngine:
@@ -95,8 +89,6 @@ class DiffusionEngine:
             self.scheduler_config["steps_offset"] = 1
         self.device, self.dtype = device, dtype
         self.upscale_max_side = upscale_max_side
-        # SDXL checkpoints say whether an empty negative prompt means zero embeddings (model_index.json).
-        self.force_zeros_for_empty_prompt = force_zeros_for_empty_prompt
         self.planner = Planner.from_configs(unet.config, vae.config, upscale_max_side)
         self.vae_scale_factor = self.planner.vae_scale_factor
         self._previews = PreviewWorker()
@@ -106,6 +98,15 @@ class DiffusionEngine:
             latent_rgb = published_latent_rgb(vae.config, is_sdxl=self.is_sdxl) or self._fit_latent_rgb()
         self.latent_rgb = latent_rgb.to(device)
         self.loras = Loras(lora_dir, unet=unet, text_encoder=text_encoder, text_encoder_2=text_encoder_2)
+        self.prompts = Prompts(
+            tokenizer,
+            text_encoder,
+            tokenizer_2,
+            text_encoder_2,
+            device=device,
+            force_zeros_for_empty_prompt=force_zeros_for_empty_prompt,
+            guidance_dim=unet.config.time_cond_proj_dim if self.planner.guidance_embedded else None,
+        )
 
     @classmethod
     def from_components(
@@ -317,7 +318,7 @@ class DiffusionEngine:
         generator = [torch.Generator().manual_seed(seed) for seed in spec.seeds]
 
         # 1. encode the prompt and the negative prompt (the unconditional branch of CFG)
-        cond = self._encode_prompt(spec, batch_size, do_classifier_free_guidance)
+        cond = self.prompts.encode(spec, batch_size, do_classifier_free_guidance)
         prompt_embeds = cond.prompt_embeds
 
         # 2. a fresh scheduler for this job, and its timesteps
@@ -449,70 +450,6 @@ class DiffusionEngine:
             t = job.timesteps[next_step]
             known = job.scheduler.add_noise(known, job.masked.noise, t.reshape(1).expand(known.shape[0]))
         return (1 - mask) * known.to(job.latents.dtype) + mask * job.latents
-
-    def _encode_prompt(self, spec: GenerateSpec, batch_size: int, do_cfg: bool) -> _Conditioning:
-        if self.text_encoder_2 is None:
-            prompt_embeds = self._clip(self.tokenizer, self.text_encoder, spec.prompt)
-            if do_cfg:
-                negative_prompt_embeds = self._clip(self.tokenizer, self.text_encoder, spec.negative_prompt)
-            added_cond_kwargs = None
-        else:
-            prompt_embeds, pooled_prompt_embeds = self._clip_sdxl(spec.prompt)
-            if spec.negative_prompt == "" and self.force_zeros_for_empty_prompt:
-                negative_prompt_embeds = torch.zeros_like(prompt_embeds)
-                negative_pooled_prompt_embeds = torch.zeros_like(pooled_prompt_embeds)
-            else:
-                negative_prompt_embeds, negative_pooled_prompt_embeds = self._clip_sdxl(spec.negative_prompt)
-            add_text_embeds = pooled_prompt_embeds.repeat(batch_size, 1)
-            # SDXL's micro-conditioning: original size, crop top-left, target size
-            add_time_ids = torch.tensor(
-                [[spec.height, spec.width, 0, 0, spec.height, spec.width]], dtype=prompt_embeds.dtype
-            ).to(self.device)
-            add_time_ids = add_time_ids.repeat(batch_size * (2 if do_cfg else 1), 1)
-            if do_cfg:
-                negative_text_embeds = negative_pooled_prompt_embeds.repeat(batch_size, 1)
-                add_text_embeds = torch.cat([negative_text_embeds, add_text_embeds])
-            added_cond_kwargs = {"text_embeds": add_text_embeds, "time_ids": add_time_ids}
-        prompt_embeds = prompt_embeds.repeat(batch_size, 1, 1)
-        if do_cfg:
-            prompt_embeds = torch.cat([negative_prompt_embeds.repeat(batch_size, 1, 1), prompt_embeds])
-        timestep_cond = None
-        if self.planner.guidance_embedded:  # no CFG branch: the guidance is an input of the UNet
-            dim = self.unet.config.time_cond_proj_dim
-            embedding = guidance_embedding(spec.guidance_scale, dim, batch_size)
-            timestep_cond = embedding.to(self.device, prompt_embeds.dtype)
-        return _Conditioning(prompt_embeds, added_cond_kwargs, timestep_cond)
-
-    def _token_ids(self, tokenizer: CLIPTokenizer, text: str) -> torch.Tensor:
-        input_ids: torch.Tensor = _tokenize(tokenizer, text).input_ids
-        return input_ids.to(self.device)
-
-    def _clip(self, tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, text: str) -> torch.Tensor:
-        """SD 1.x/2.x: the text encoder's last hidden state, (1, seq, dim)."""
-        text_inputs = _tokenize(tokenizer, text)
-        attention_mask = None
-        if getattr(text_encoder.config, "use_attention_mask", False):
-            attention_mask = text_inputs.attention_mask.to(self.device)
-        out = text_encoder(text_inputs.input_ids.to(self.device), attention_mask=attention_mask)
-        prompt_embeds: torch.Tensor = out[0]
-        return prompt_embeds.to(dtype=self.text_encoder.dtype)
-
-    def _clip_sdxl(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """SDXL: both encoders' penultimate hidden states side by side, and the second's pooled projection."""
-        assert self.tokenizer_2 is not None and self.text_encoder_2 is not None
-        hidden = []
-        pooled_prompt_embeds: torch.Tensor | None = None
-        for tokenizer, text_encoder in (
-            (self.tokenizer, self.text_encoder),
-            (self.tokenizer_2, self.text_encoder_2),
-        ):
-            out = text_encoder(self._token_ids(tokenizer, text), output_hidden_states=True)
-            if pooled_prompt_embeds is None and out[0].ndim == 2:
-                pooled_prompt_embeds = out[0]
-            hidden.append(out.hidden_states[-2])
-        assert pooled_prompt_embeds is not None, "SDXL's second text encoder must have a projection"
-        prompt_embeds = torch.cat(hidden, dim=-1).to(dtype=self.text_encoder_2.dtype)
-        return prompt_embeds, pooled_prompt_embeds
 
     def _encode_image(
         self, image: Image.Image, width: int, height: int, generator: list[torch.Generator]
@@ -653,7 +590,7 @@ class _State:
     plan: Plan
     spec: GenerateSpec  # as run: an upscale's enlarged size and image, the strength in effect
     do_cfg: bool
-    cond: _Conditioning
+    cond: Conditioning
     scheduler: Scheduler  # holds per-job state (step index, a multistep solver's history)
     timesteps: torch.Tensor
     step_kwargs: dict[str, Any]  # eta, and the job's own generators (ancestral samplers draw noise)
@@ -681,12 +618,6 @@ class _State:
 def _own(state: StepState) -> _State:
     assert isinstance(state, _State), "a state from another engine"
     return state
-
-
-def _tokenize(tokenizer: CLIPTokenizer, text: str) -> Any:
-    """As the pipelines: padded to the tokenizer's length, cut there (a BatchEncoding of one row)."""
-    length = tokenizer.model_max_length
-    return tokenizer(text, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
 
 
 def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:

@@ -222,6 +222,49 @@ async def test_two_devices_two_workers(tmp_path: Path, bots: list[BotProcess]) -
     assert "joins the batch on imaginebot-worker-1" in bot.output
 
 
+async def test_several_models_and_a_lora_folder(tmp_path: Path, bots: list[BotProcess]) -> None:
+    """IMAGINEBOT_MODELS: bot.py loads each model, /models lists them, --model picks one with its own
+    defaults."""
+    from imaginebot.config import EMBEDDED_MODEL
+
+    loras = tmp_path / "loras"
+    loras.mkdir()
+    (loras / "ink.safetensors").write_bytes(b"")  # listed by name; a prompt using it would be refused
+    async with run_mock_discord(bot_token=TOKEN) as server:
+        bot = await BotProcess(
+            server.url,
+            tmp_path / "data",
+            IMAGINEBOT_MODELS=f"shapes={EMBEDDED_MODEL}, quick={EMBEDDED_MODEL} steps=3 cfg=4",
+            IMAGINEBOT_LORA_DIR=str(loras),
+        ).start()
+        bots.append(bot)
+        await server.wait_for_commands(timeout=STARTUP)
+        listing = await server.send_command("models", {}, user=server.alice)
+        shown = await server.wait_for_response(listing, lambda m: m.ephemeral, timeout=60)
+        assert "**shapes** (default)" in shown.content and "**quick**" in shown.content
+        assert "steps 3 · cfg 4" in shown.content and "`ink`" in shown.content
+        asked = await server.send_command("imagine", {"prompt": "a red circle --model quick"}, user=server.bob)
+        grid = await server.wait_for_message(grid_of(asked), timeout=120)
+        assert "--model quick" in grid.content
+        row = await wait_for_job(tmp_path / "data", lambda r: r["status"] == "done")
+        await bot.stop()
+    assert (row["model"], row["steps"], row["cfg"]) == ("quick", 3, 4.0)
+    assert "loading shapes, quick on auto" in bot.output
+
+
+async def test_a_truncated_checkpoint_is_one_line_naming_it(tmp_path: Path, bots: list[BotProcess]) -> None:
+    broken = tmp_path / "half-downloaded.safetensors"
+    header = b'{"a": {"dtype": "F32", "shape": [1024], "data_offsets": [0, 4096]}}'
+    broken.write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 100)
+    async with run_mock_discord(bot_token=TOKEN) as server:
+        bot = await BotProcess(server.url, tmp_path / "data", IMAGINEBOT_MODEL=str(broken)).start()
+        bots.append(bot)
+        assert await bot.wait() == 2
+    said = [line for line in bot.lines if str(broken) in line]
+    assert len(said) == 1 and "truncated" in said[0], bot.output
+    assert "Traceback" not in bot.output
+
+
 async def test_the_bot_on_a_ray_cluster_waits_for_it_uses_every_worker_and_loses_no_job(
     tmp_path: Path, bots: list[BotProcess]
 ) -> None:

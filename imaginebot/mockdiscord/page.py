@@ -37,7 +37,7 @@ from .interactions import (
     use_component,
 )
 from .modals import Modal
-from .models import Message, User
+from .models import Interaction, InteractionType, Message, User
 from .state import STATE_KEY, MockState, StateEvent
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -63,8 +63,17 @@ def page_message(state: MockState, message: Message) -> dict[str, Any]:
     data["revisions"] = message.revisions
     if message.interaction is not None:
         data["invoker"] = message.interaction.user.display_name
-        data["command"] = message.interaction.command_name
+        data["invoked"] = _invoked(message.interaction)
     return data
+
+
+def _invoked(interaction: Interaction) -> str:
+    """What the page says the user did, under their name: "used /imagine", "pressed a button"."""
+    if interaction.type is InteractionType.MESSAGE_COMPONENT:
+        return "pressed a button" if interaction.values is None else "chose from a menu"
+    if interaction.type is InteractionType.MODAL_SUBMIT:
+        return "sent a form"
+    return f"used /{interaction.command_name or '…'}"
 
 
 def _fan_out(app: web.Application, event: StateEvent) -> None:

@@ -33,6 +33,8 @@ async def test_imagine_then_click_a_button(page, mock_discord: MockDiscord, test
     assert await page.locator("article.message").count() == 1
     assert test_bot.seen.commands == [("imagine", {"prompt": "a red fox"})]
 
+    assert await reply.locator(".invoked").inner_text() == "Alice used /imagine"
+
     await reply.locator("button[data-custom-id='test:reroll']").click()
     await page.locator("article.message .content", has_text="rerolled by alice").wait_for(timeout=5000)
     assert test_bot.seen.clicks == [("test:reroll", "alice")]
@@ -40,6 +42,8 @@ async def test_imagine_then_click_a_button(page, mock_discord: MockDiscord, test
     # an ephemeral answer shows only to the user who clicked
     await reply.locator("button[data-custom-id='test:u1']").click()
     await page.locator("article.message.ephemeral", has_text="upscaling for alice").wait_for(timeout=5000)
+    upscaling = page.locator("article.message.ephemeral", has_text="upscaling for alice")
+    assert await upscaling.locator(".invoked").inner_text() == "Alice pressed a button"
     await page.select_option("#user-picker", str(mock_discord.bob.id))
     await page.locator("article.message", has_text="rerolled by alice").wait_for(timeout=5000)
     assert await page.locator("article.message.ephemeral").count() == 0

@@ -299,7 +299,7 @@ function renderMessage(message) {
   const loading = (message.flags & 128) !== 0;
   const ephemeral = (message.flags & 64) !== 0;
   const node = el("article", { class: `message${ephemeral ? " ephemeral" : ""}`, id: `m-${message.id}`, "data-id": message.id },
-    message.invoker ? el("div", { class: "invoked" }, `${message.invoker} used /${message.command || "…"}`) : null,
+    message.invoker ? el("div", { class: "invoked" }, `${message.invoker} ${message.invoked}`) : null,
     el("span", { class: `author${message.author.bot ? " bot" : ""}` }, message.author_name),
     message.edited_timestamp ? el("span", { class: "edited" }, " (edited)") : null,
     loading ? el("div", { class: "loading" }, `${message.author_name} is thinking…`) : null,

@@ -243,7 +243,9 @@ async def test_several_models_and_a_lora_folder(tmp_path: Path, bots: list[BotPr
         shown = await server.wait_for_response(listing, lambda m: m.ephemeral, timeout=60)
         assert "**shapes** (default)" in shown.content and "**quick**" in shown.content
         assert "steps 3 · cfg 4" in shown.content and "`ink`" in shown.content
-        asked = await server.send_command("imagine", {"prompt": "a red circle --model quick"}, user=server.bob)
+        asked = await server.send_command(
+            "imagine", {"prompt": "a red circle --model quick"}, user=server.bob
+        )
         grid = await server.wait_for_message(grid_of(asked), timeout=120)
         assert "--model quick" in grid.content
         row = await wait_for_job(tmp_path / "data", lambda r: r["status"] == "done")

@@ -27,6 +27,7 @@ from imaginebot.catalog import (
 )
 from imaginebot.engine.api import DEFAULT_SAMPLER, SAMPLERS
 from imaginebot.engine.planning import Planner
+from imaginebot.engine.single_file import is_single_file
 from imaginebot.errors import ConfigError
 from imaginebot.params import CFG_RANGE, IMAGES_RANGE, MAX_ASPECT, STEPS_RANGE, RequestDefaults, parse_aspect
 
@@ -284,7 +285,7 @@ def _preset(entry: ModelEntry, planner: Planner) -> Mapping[str, Any]:
 def _kind(entry: ModelEntry, native: int, planner: Planner) -> str:
     if Path(entry.path) == EMBEDDED_MODEL:
         what = "the embedded model"
-    elif Path(entry.path).suffix in (".safetensors", ".ckpt"):
+    elif is_single_file(entry.path):
         what = "a single-file checkpoint"
     else:
         what = "a diffusers folder" if Path(entry.path).expanduser().is_dir() else "a cached hub model"
@@ -299,7 +300,7 @@ def embedded_entry() -> ModelEntry:
 def model_name(path: str) -> str:
     """A name for a model given by its path or hub id alone: its file or folder name, as names are written."""
     stem = Path(path.rstrip("/")).name
-    stem = stem.removesuffix(Path(stem).suffix) if Path(path).suffix in (".safetensors", ".ckpt") else stem
+    stem = Path(stem).stem if is_single_file(stem) else stem
     name = re.sub(r"[^a-z0-9_.-]+", "-", stem.lower()).strip("-._")[:32]
     return name or "model"
 

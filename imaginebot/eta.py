@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 
 HISTORY = 64  # UNet calls remembered
@@ -25,6 +25,7 @@ class Work:
     group: Hashable
     cost: float
     steps_left: int
+    model: str = ""  # only a worker that holds it takes it ("": any)
 
 
 class StepTimes:
@@ -85,10 +86,12 @@ def estimate_starts(
     capacities: Sequence[float],
     line: Line | Sequence[Line],
     job_overhead: float = 0.0,
+    models: Sequence[frozenset[str] | None] | None = None,
 ) -> list[float]:
     """Seconds from now until each queued job (in queue order) starts, one list of running jobs and one
-    capacity per worker; one line for all workers or one each."""
-    return [f.start for f in play_forward(running, queued, capacities, line, job_overhead)]
+    capacity per worker; one line for all workers or one each; ``models``: those each worker holds (None:
+    any job's)."""
+    return [f.start for f in play_forward(running, queued, capacities, line, job_overhead, models=models)]
 
 
 def play_forward(
@@ -99,9 +102,17 @@ def play_forward(
     job_overhead: float = 0.0,
     *,
     to_the_end: bool = False,
+    models: Sequence[frozenset[str] | None] | None = None,
 ) -> list[Forecast]:
-    """The workers' rules played forward: each queued job's start, and with ``to_the_end`` its end too."""
+    """The workers' rules played forward: each queued job's start, and with ``to_the_end`` its end too.
+    A worker takes the first queued job of a model it holds (``models``, one per worker)."""
     lines: list[Line] = _per_worker(line, len(running))
+    held = list(models) if models is not None else [None] * len(running)
+
+    def serves(worker: int, job: Work) -> bool:
+        mine = held[worker]
+        return mine is None or not job.model or job.model in mine
+
     # (index in queued, or -1 for a job already running; the job)
     active: list[list[tuple[int, Work]]] = [[(-1, job) for job in jobs] for jobs in running]
     clocks = [0.0] * len(active)
@@ -112,12 +123,17 @@ def play_forward(
     for _ in range(SIMULATED_STEPS):
         if not queue and not (to_the_end and len(ends) < len(starts)):
             break
-        # the first worker to reach a step boundary (with the queue empty: of those with work left)
-        candidates = range(len(active)) if queue else [w for w in range(len(active)) if active[w]]
+        # the first worker to reach a step boundary, of those with work left or a queued job they can take
+        candidates = [w for w in range(len(active)) if active[w] or any(serves(w, j) for _, j in queue)]
+        if not candidates:
+            break  # what is queued is of models no worker holds
         worker = min(candidates, key=clocks.__getitem__)
         jobs = active[worker]
-        while queue and _takes(active, worker, queue[0][1], capacities):
-            index, job = queue.popleft()
+        while (head := next((item for item in queue if serves(worker, item[1])), None)) is not None:
+            index, job = head
+            if not _takes(active, worker, job, capacities, serves):
+                break
+            queue.remove(head)
             starts[index] = clocks[worker]
             jobs.append((index, job))
             clocks[worker] += job_overhead
@@ -153,16 +169,22 @@ def fits(load: float, cost: float, capacity: float) -> bool:
     return load == 0 or load + cost <= capacity
 
 
-def _takes(active: list[list[tuple[int, Work]]], worker: int, job: Work, capacities: Sequence[float]) -> bool:
-    """The executor's rule: a worker takes the head of the queue if it fits there and no other worker
-    with less work has room for it."""
+def _takes(
+    active: list[list[tuple[int, Work]]],
+    worker: int,
+    job: Work,
+    capacities: Sequence[float],
+    serves: Callable[[int, Work], bool],
+) -> bool:
+    """The executor's rule: a worker takes the head of the queue (its models') if it fits there and no
+    other worker that holds its model, with less work, has room for it."""
     if not fits(_load(active[worker], job.group), job.cost, capacities[worker]):
         return False
     mine = _load(active[worker])
     return not any(
         _load(jobs) < mine and fits(_load(jobs, job.group), job.cost, capacities[other])
         for other, jobs in enumerate(active)
-        if other != worker
+        if other != worker and serves(other, job)
     )
 
 

@@ -463,11 +463,12 @@ class Executor:
         for entry in self._running.values():
             if entry.worker in running:
                 running[entry.worker].append(Work(entry.plan.group, entry.plan.cost, entry.steps_left))
-        queued = [Work(e.plan.group, e.plan.cost, e.plan.steps) for e in order]
+        queued = [Work(e.plan.group, e.plan.cost, e.plan.steps, e.request.spec.model) for e in order]
         capacities = [self._workers[i].capacity or 1.0 for i in known]
         lines = [line for i in known if (line := timings[i][0]) is not None]
         overhead = max(timings[i][1] for i in known)
-        return list(estimate_starts(list(running.values()), queued, capacities, lines, overhead))
+        models = [self._workers[i].models for i in known]
+        return list(estimate_starts(list(running.values()), queued, capacities, lines, overhead, models))
 
     def _forward_cancel(self, entry: _Entry) -> None:
         if entry.worker is not None:

@@ -35,6 +35,17 @@ def test_groups_take_turns_and_workers_run_side_by_side() -> None:
     assert two_workers == pytest.approx([0.0, 0.0, 2.0])  # one on each, the third after two steps
 
 
+def test_a_job_waits_for_a_worker_that_holds_its_model() -> None:
+    """Worker 0 holds a, worker 1 holds b: two b jobs queue behind each other on worker 1 while worker 0
+    takes the a job behind them at once."""
+    queued = [Work(SQUARE, 1, 2, "b"), Work(SQUARE, 1, 2, "b"), Work(SQUARE, 1, 2, "a")]
+    models = [frozenset({"a"}), frozenset({"b"})]
+    starts = estimate_starts([[], []], queued, capacities=[1, 1], line=(1.0, 0.0), models=models)
+    assert starts == pytest.approx([0.0, 2.0, 0.0])
+    anywhere = estimate_starts([[], []], queued, capacities=[1, 1], line=(1.0, 0.0))
+    assert anywhere == pytest.approx([0.0, 0.0, 2.0])
+
+
 def test_job_overhead_is_counted_for_each_joining_job() -> None:
     starts = estimate_starts(
         [[]], [Work(SQUARE, 1, 1)] * 2, capacities=[1], line=(1.0, 0.0), job_overhead=0.5

@@ -49,6 +49,11 @@ async def executor(cluster: None) -> AsyncIterator[Executor]:
     await ex.start()
     workers = RayWorkers(WorkerConfig(capacity=8, preview_every=2), ex.add_worker, workers=2)
     workers.top_up()
+    async with asyncio.timeout(180):  # both loaded, or the first could take every job before the second is up
+        while True:
+            if len(workers.placed) == 2 and all(w.accepting for w in workers.placed):
+                break
+            await asyncio.sleep(0.1)
     yield ex
     await ex.stop()
     for worker in workers.placed:

@@ -184,10 +184,6 @@ class JobService:
 
     # -- new jobs --------------------------------------------------------------------------------------------
 
-    async def user_defaults(self, user_id: int) -> RequestDefaults:
-        """What the user's /imagine gets for the flags it leaves out: their model's, under their /settings."""
-        return self.defaults_of(await self.store.get_settings(user_id))
-
     def defaults_of(self, mine: UserSettings) -> RequestDefaults:
         """The defaults of a user with these /settings: their model's, under their own values."""
         return defaults_for(self.catalog.model_or_default(mine.model or "").defaults, mine)

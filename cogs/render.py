@@ -14,6 +14,8 @@ from imaginebot.delivery import JobView, Update, Waiting
 from imaginebot.engine.grid import EncodedImage, encode_under_limit
 from imaginebot.store_models import Job, JobKind, JobStatus
 
+DISCORD_UPLOAD_LIMIT = 10 * 1024 * 1024  # bytes: Discord's attachment limit on a server without boosts
+
 PROMPT_CHARS = 300  # of the prompt in the headline; the canonical text below it is complete
 MESSAGE_CHARS = 2000  # Discord refuses longer message content (400 code 50035)
 
@@ -149,7 +151,7 @@ def encode_preview(image: Image.Image) -> bytes:
 
 def encode_picture(picture: Image.Image) -> EncodedImage:
     """The final picture (the grid, or the one image), encoded under Discord's 10 MiB upload limit."""
-    return encode_under_limit(picture)
+    return encode_under_limit(picture, DISCORD_UPLOAD_LIMIT)
 
 
 def file_stem(job: Job) -> str:

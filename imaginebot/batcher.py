@@ -22,7 +22,7 @@ from typing import Literal
 
 from imaginebot.engine.api import Engine, Plan, Preview, StepState
 from imaginebot.errors import ImagineError, OutOfMemory
-from imaginebot.eta import Line, StepTimes, fits
+from imaginebot.eta import Line, StepTimes, joins_batch
 from imaginebot.work import (
     UNEXPECTED_ERROR,
     Cancelled,
@@ -205,7 +205,7 @@ def _calls(batch: list[BatchJob], capacity: float) -> list[list[BatchJob]]:
     calls: list[list[BatchJob]] = [[]]
     load = 0.0
     for job in batch:
-        if not fits(load, job.plan.cost, capacity):
+        if not joins_batch(load, job.plan.cost, capacity):
             calls.append([])
             load = 0.0
         calls[-1].append(job)

@@ -163,7 +163,7 @@ def _per_worker(line: Line | Sequence[Line], workers: int) -> list[Line]:
     return list(line)  # type: ignore[arg-type]
 
 
-def fits(load: float, cost: float, capacity: float) -> bool:
+def joins_batch(load: float, cost: float, capacity: float) -> bool:
     """The batcher's admission rule: a job joins its group (``load``: the cost already running there) while
     the group stays within capacity; a job alone always runs, however big."""
     return load == 0 or load + cost <= capacity
@@ -178,11 +178,11 @@ def _takes(
 ) -> bool:
     """The executor's rule: a worker takes the head of the queue (its models') if it fits there and no
     other worker that holds its model, with less work, has room for it."""
-    if not fits(_load(active[worker], job.group), job.cost, capacities[worker]):
+    if not joins_batch(_load(active[worker], job.group), job.cost, capacities[worker]):
         return False
     mine = _load(active[worker])
     return not any(
-        _load(jobs) < mine and fits(_load(jobs, job.group), job.cost, capacities[other])
+        _load(jobs) < mine and joins_batch(_load(jobs, job.group), job.cost, capacities[other])
         for other, jobs in enumerate(active)
         if other != worker and serves(other, job)
     )

@@ -29,7 +29,7 @@ from imaginebot.batcher import Batcher, BatchJob, Dispatch
 from imaginebot.engine.api import Engine, GenerateSpec, Plan, Task
 from imaginebot.engine.models import served
 from imaginebot.errors import ParamError, QueueFull
-from imaginebot.eta import Line, StepTimes, Work, estimate_starts, fits
+from imaginebot.eta import Line, StepTimes, Work, estimate_starts, joins_batch
 from imaginebot.store_models import JobKind
 from imaginebot.work import (
     UNEXPECTED_ERROR,
@@ -88,8 +88,11 @@ class QueueSnapshot:
 class JobHandle:
     """The event loop's side of one job. Its methods are for the loop thread only."""
 
-    def __init__(self, executor: Executor, request: JobRequest, on_event: EventCallback | None) -> None:
+    def __init__(
+        self, executor: Executor, request: JobRequest, plan: Plan, on_event: EventCallback | None
+    ) -> None:
         self.request = request
+        self.plan = plan  # what it takes of a UNet call, and the steps that will run (an img2img's fewer)
         self.position: int | None = None  # the latest Queued position; None once started
         self._executor = executor
         self._on_event = on_event
@@ -190,7 +193,9 @@ class Worker(Protocol):
         ...
 
 
-class Planner(Protocol):
+class SupportsPlan(Protocol):
+    """Whatever plans jobs for the queue: an engine, or a model's configs when the engines are elsewhere."""
+
     def plan(self, spec: GenerateSpec, task: Task = "generate") -> Plan: ...
 
 
@@ -205,7 +210,7 @@ class Executor:
         engine: Engine | Sequence[Engine] = (),
         *,
         workers: Sequence[Worker] = (),
-        planner: Planner | None = None,
+        planner: SupportsPlan | None = None,
         max_queued_per_user: int = 3,
         preview_every: int = 5,
         capacity: float | None = None,
@@ -229,7 +234,7 @@ class Executor:
         self._workers: list[Worker] = [*local, *workers]
         if not self._workers and planner is None:
             raise ValueError("the executor needs an engine, or workers and a planner")
-        self._planner: Planner = planner or _LocalPlanner(engines)
+        self._planner: SupportsPlan = planner or _LocalPlanner(engines)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._finished: list[asyncio.Future[None]] = []
         self._stopping = False
@@ -321,7 +326,7 @@ class Executor:
         with self._cond:
             self._check_served(request.spec.model)
         plan = self._planner.plan(request.spec, request.task)
-        handle = JobHandle(self, request, on_event)
+        handle = JobHandle(self, request, plan, on_event)
         with self._cond:
             if request.job_id in self._entries:
                 raise ValueError(f"job {request.job_id} is already queued or running")
@@ -536,7 +541,7 @@ class Executor:
                 break  # the queued jobs are of models this worker does not hold
             group = head.plan.group
             load = sum(j.plan.cost for j in (*mine, *admitted) if j.plan.group == group)
-            if not fits(load, head.plan.cost, capacity):
+            if not joins_batch(load, head.plan.cost, capacity):
                 break  # the head waits for room; nobody behind it jumps the queue
             if self._lighter_worker(worker, head, sum(j.plan.cost for j in (*mine, *admitted))):
                 self._cond.notify_all()  # it is theirs to take
@@ -565,7 +570,7 @@ class Executor:
             and w.accepting
             and w.capacity is not None
             and loads[other] < load
-            and fits(same_group[other], head.plan.cost, w.capacity)
+            and joins_batch(same_group[other], head.plan.cost, w.capacity)
             for other, w in enumerate(self._workers)
         )
 

@@ -345,7 +345,8 @@ class JobService:
                         progress.offer(Waiting(position, eta_s))
                     case Started():
                         await self.store.mark_running(job.id)
-                        progress.offer(Working(0, job.spec.num_inference_steps))
+                        # the steps that will run (an img2img runs fewer than asked), as the previews count
+                        progress.offer(Working(0, handle.plan.steps))
                     case Progress(preview=preview):
                         progress.offer(Working(preview.step, preview.total, preview.image))
                     case Done(result=result):

@@ -55,7 +55,7 @@ def main() -> None:
     side = engine.native_size
     spec = example_spec(side, args.prompt, (1,))
     tile = engine.generate(spec).images[0]
-    upscale = engine.upscale(tile, spec).images[0]
+    upscale = engine.generate(dataclasses.replace(spec, init_image=tile), task="upscale").images[0]
     for name, edit in (
         ("zoom", Edit(EditKind.ZOOM, factor=2.0)),
         ("pan", Edit(EditKind.PAN, direction=Direction.LEFT)),

@@ -17,6 +17,7 @@ from imaginebot.engine.api import (
     StepState,
     Task,
 )
+from imaginebot.engine.planning import img2img_steps, strength
 from imaginebot.errors import OutOfMemory
 
 
@@ -63,7 +64,10 @@ class FakeEngine:
         return self.capacity
 
     def plan(self, spec: GenerateSpec, task: Task = "generate") -> Plan:
-        return Plan((spec.height, spec.width), spec.num_images, spec.num_images, spec.num_inference_steps)
+        steps = spec.num_inference_steps
+        if spec.init_image is not None or task != "generate":  # img2img runs the end of the schedule
+            steps = img2img_steps(steps, strength(spec, task))
+        return Plan((spec.height, spec.width), spec.num_images, spec.num_images, steps)
 
     def prepare(
         self,

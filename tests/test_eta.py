@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from imaginebot.eta import StepTimes, Work, estimate_starts, fits, play_forward
+from imaginebot.eta import StepTimes, Work, estimate_starts, joins_batch, play_forward
 
 SQUARE, WIDE = (8, 8), (8, 16)
 
@@ -78,8 +78,8 @@ def test_step_times_fit_a_line_in_the_cost() -> None:
 
 
 def test_the_admission_rule() -> None:
-    assert fits(load=0, cost=100, capacity=8)  # alone, whatever its size
-    assert fits(load=4, cost=4, capacity=8) and not fits(load=6, cost=4, capacity=8)
+    assert joins_batch(load=0, cost=100, capacity=8)  # alone, whatever its size
+    assert joins_batch(load=4, cost=4, capacity=8) and not joins_batch(load=6, cost=4, capacity=8)
 
 
 def test_played_to_the_end_each_job_gets_its_end_too() -> None:

@@ -382,6 +382,21 @@ async def test_upscale_takes_its_tile_and_its_seed(service: Service, engine: Fak
     assert (await jobs.store.quota_status(GUILD, BOB)).used == 1
 
 
+async def test_a_variation_counts_the_steps_it_runs_from_its_first_message(
+    service: Service, engine: FakeEngine
+) -> None:
+    jobs = await service()
+    parent = await grid(jobs)  # 4 steps asked; a variation runs the last 0.6 of them: 2
+    reply = FakeReply()
+    engine.gate.clear()  # the job starts, and waits before its first step
+    job = await jobs.act(origin(), Action.VARY, parent.id, 1, reply)
+    await until(lambda: any(isinstance(u, Working) for u in reply.shown))
+    engine.gate.set()
+    await finished(jobs, job.id)
+    working = [(u.step, u.total) for u in reply.shown if isinstance(u, Working)]
+    assert working[0] == (0, 2) and {total for _, total in working} == {2}, working
+
+
 async def test_variations_reroll_and_vary_subtle(service: Service, engine: FakeEngine) -> None:
     jobs = await service()
     parent = await grid(jobs)

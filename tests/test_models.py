@@ -12,7 +12,7 @@ from fakes import FakeEngine
 from imaginebot.catalog import Catalog, ModelEntry, ModelInfo, parse_models
 from imaginebot.config import EMBEDDED_MODEL, load_settings
 from imaginebot.engine.api import GenerateSpec
-from imaginebot.engine.models import ModelSet, fits, load_models, weights_bytes
+from imaginebot.engine.models import ModelSet, load_models, model_fits, weights_bytes
 from imaginebot.engine.planning import Planner
 from imaginebot.errors import ConfigError, ParamError
 from imaginebot.executor import Done, Executor, JobRequest
@@ -177,7 +177,7 @@ def test_a_device_loads_the_models_that_fit_and_leaves_the_rest(tmp_path: Path) 
     models = load_models(entries, memory=lambda: (free[0], 100), load=load)
     # a (the default) always; then 60 are free, less 25 kept for the batches: b (40) is left out, c fits
     assert models.names == ("a", "c")
-    assert fits(10, 60, 100) and not fits(40, 60, 100)
+    assert model_fits(10, 60, 100) and not model_fits(40, 60, 100)
     assert weights_bytes(tmp_path / "a.safetensors") == 40 and weights_bytes(tmp_path / "nowhere") == 0
     assert weights_bytes(EMBEDDED_MODEL) > 0
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from PIL import Image, features
 
-DISCORD_UPLOAD_LIMIT = 10 * 1024 * 1024  # bytes, Discord's default attachment limit
 BACKGROUND = (32, 34, 37)  # the gutters: near Discord's dark theme, so they read as gaps, not lines
 
 
@@ -83,8 +82,8 @@ def _save(image: Image.Image, fmt: str, quality: int | None = None) -> bytes:
     return out.getvalue()
 
 
-def encode_under_limit(image: Image.Image, max_bytes: int = DISCORD_UPLOAD_LIMIT) -> EncodedImage:
-    """The best encoding of ``image`` that fits ``max_bytes``.
+def encode_under_limit(image: Image.Image, max_bytes: int) -> EncodedImage:
+    """The best encoding of ``image`` that fits ``max_bytes`` (the caller knows where it goes, and its limit).
 
     Lossless PNG first; then WebP (or JPEG where Pillow lacks WebP) at decreasing quality; then the picture
     shrunk by a quarter at a time at the lowest quality, until it fits.

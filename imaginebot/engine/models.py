@@ -167,7 +167,7 @@ def weights_bytes(path: str | os.PathLike[str]) -> int:
     return total
 
 
-def fits(needed: int, free: int, total: int, reserve: float = BATCH_RESERVE) -> bool:
+def model_fits(needed: int, free: int, total: int, reserve: float = BATCH_RESERVE) -> bool:
     """Whether a model of ``needed`` bytes fits in ``free`` bytes of a device of ``total``, leaving
     ``reserve`` of it for the batches."""
     return needed <= free - reserve * total
@@ -211,7 +211,7 @@ def load_models(
         if engines:
             needed = weights_bytes(entry.path)
             free, total = memory()
-            if not fits(needed, free, total):
+            if not model_fits(needed, free, total):
                 log.warning(
                     "model %s (%.1f GiB) does not fit on %s next to %s (%.1f GiB free of %.1f): this worker "
                     "leaves it to the others",

@@ -246,7 +246,7 @@ class DiffusionEngine:
         elapsed = time.perf_counter() - job.started
         return GenerateResult(images=images, seeds=job.spec.seeds, elapsed_s=elapsed)
 
-    # -- one job from start to end (the equivalence tests, the benchmarks, scripts) ------------------------
+    # -- one job from start to end: for the tests, the benchmarks and the scripts (workers step jobs) --------
 
     def generate(
         self,
@@ -257,8 +257,10 @@ class DiffusionEngine:
         should_cancel: CancelCheck | None = None,
         task: Task = "generate",
     ) -> GenerateResult:
-        """prepare, step alone to the end, finish. Raises GenerationCancelled, OutOfMemory or
-        GenerationFailed."""
+        """prepare, step alone to the end, finish: diffusers' ``pipeline(...)`` call, which the equivalence
+        tests, the benchmarks and the example scripts compare and time (the bot's workers batch jobs with
+        ``prepare``/``step``/``finish`` instead). ``task``: "vary" and "upscale" start from
+        ``spec.init_image``. Raises GenerationCancelled, OutOfMemory or GenerationFailed."""
         state: _State | None = None
         try:
             state = _own(self.prepare(spec, task, on_preview=on_preview, preview_every=preview_every))
@@ -276,32 +278,6 @@ class DiffusionEngine:
         finally:
             if state is not None:
                 state.wait_for_previews()
-
-    def vary(
-        self,
-        image: Image.Image,
-        spec: GenerateSpec,
-        *,
-        on_preview: PreviewCallback | None = None,
-        preview_every: int = 5,
-        should_cancel: CancelCheck | None = None,
-    ) -> GenerateResult:
-        """Variations of ``image``: img2img at ``spec.strength`` (None: VARY_STRENGTH), a tile per seed."""
-        return self.generate(
-            dataclasses.replace(spec, init_image=image),
-            on_preview=on_preview,
-            preview_every=preview_every,
-            should_cancel=should_cancel,
-            task="vary",
-        )
-
-    def upscale(
-        self, image: Image.Image, spec: GenerateSpec, *, should_cancel: CancelCheck | None = None
-    ) -> GenerateResult:
-        """``image`` 2x (capped), refined by light img2img; a plain resize when memory is short."""
-        return self.generate(
-            dataclasses.replace(spec, init_image=image), should_cancel=should_cancel, task="upscale"
-        )
 
     def upscaled_size(self, width: int, height: int) -> tuple[int, int]:
         return self.planner.upscaled_size(width, height)

@@ -59,24 +59,6 @@ class DMChannelPayload(TypedDict):
     flags: int
 
 
-class GuildPayload(TypedDict):
-    id: str
-    name: str
-    owner_id: str
-    icon: str | None
-    roles: list[RolePayload]
-    emojis: list[Any]
-    features: list[str]
-    member_count: int
-    members: list[MemberPayload]
-    channels: list[ChannelPayload]
-    threads: list[Any]
-    large: bool
-    unavailable: bool
-    joined_at: str
-    preferred_locale: str
-
-
 class AttachmentPayload(TypedDict):
     id: str
     filename: str

@@ -231,10 +231,6 @@ class MockDiscord:
             )
         return interaction
 
-    async def wait_for_delete(self, message: Message, *, timeout: float = 5.0) -> None:  # noqa: ASYNC109
-        if not self._current(message).deleted:
-            await self.state.wait_for(lambda e: e.kind == "message_delete" and e.message is message, timeout)
-
     async def wait_until_ready(self, *, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Wait until a bot has IDENTIFYed (READY and GUILD_CREATE sent)."""
         if not self.gateway.has_session:

@@ -200,8 +200,11 @@ def test_large_latents_go_through_the_unet_in_native_windows(sd_engine: Diffusio
 
 
 def test_an_upscale_of_an_upscale_is_tiled_and_sized(sd_engine: DiffusionEngine) -> None:
-    up = sd_engine.upscale(SOURCE, spec(seeds=(1,))).images[0]
-    again = sd_engine.upscale(up, dataclasses.replace(spec(seeds=(1,)), strength=0.2)).images[0]
+    up = sd_engine.generate(dataclasses.replace(spec(seeds=(1,)), init_image=SOURCE), task="upscale").images[
+        0
+    ]
+    subtle = dataclasses.replace(spec(seeds=(1,)), init_image=up, strength=0.2)
+    again = sd_engine.generate(subtle, task="upscale").images[0]
     assert up.size == (64, 64) and again.size == (128, 128)
 
 

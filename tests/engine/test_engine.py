@@ -61,7 +61,9 @@ def test_variation_is_img2img_of_the_tile_with_new_seeds(sd_engine: DiffusionEng
     source = sd_engine.generate(spec(seeds=(7,))).images[0]
     calls, handle = count_unet_calls(sd_engine)
     try:
-        variations = sd_engine.vary(source, spec(seeds=(10, 11, 12, 13), num_inference_steps=10))
+        variations = sd_engine.generate(
+            spec(init_image=source, seeds=(10, 11, 12, 13), num_inference_steps=10), task="vary"
+        )
     finally:
         handle.remove()
     assert len(calls) == 6  # about 0.6 strength: the last 6 of 10 steps
@@ -69,17 +71,17 @@ def test_variation_is_img2img_of_the_tile_with_new_seeds(sd_engine: DiffusionEng
     assert all(v.size == source.size for v in variations.images)
     assert not same(variations.images[0], variations.images[1])
     # reproducible per tile, and made from the source (another source, other pictures)
-    again = sd_engine.vary(source, spec(seeds=(12,), num_inference_steps=10))
+    again = sd_engine.generate(spec(init_image=source, seeds=(12,), num_inference_steps=10), task="vary")
     assert close(again.images[0], variations.images[2])
     calls, handle = count_unet_calls(sd_engine)
     try:
-        sd_engine.vary(source, spec(seeds=(12,), num_inference_steps=10, strength=0.3))  # "Vary (Subtle)"
+        subtle = spec(init_image=source, seeds=(12,), num_inference_steps=10, strength=0.3)  # "Vary (Subtle)"
+        sd_engine.generate(subtle, task="vary")
     finally:
         handle.remove()
     assert len(calls) == 3
-    other = sd_engine.vary(
-        Image.new("RGB", (32, 32), (0, 90, 200)), spec(seeds=(12,), num_inference_steps=10)
-    )
+    blue = Image.new("RGB", (32, 32), (0, 90, 200))
+    other = sd_engine.generate(spec(init_image=blue, seeds=(12,), num_inference_steps=10), task="vary")
     assert not close(other.images[0], variations.images[2])
 
 
@@ -87,7 +89,7 @@ def test_upscale_doubles_and_refines(sd_engine: DiffusionEngine) -> None:
     tile = sd_engine.generate(spec(seeds=(5,))).images[0]
     calls, handle = count_unet_calls(sd_engine)
     try:
-        result = sd_engine.upscale(tile, spec(seeds=(5,), num_inference_steps=10))
+        result = sd_engine.generate(spec(init_image=tile, seeds=(5,), num_inference_steps=10), task="upscale")
     finally:
         handle.remove()
     assert len(calls) == 3  # low strength (0.3): a light refinement
@@ -145,7 +147,7 @@ def test_upscale_falls_back_to_a_plain_resize_when_memory_is_short(
     sd_engine: DiffusionEngine, out_of_memory: dict[str, bool]
 ) -> None:
     tile = Image.new("RGB", (32, 32), (200, 100, 50))
-    result = sd_engine.upscale(tile, spec(seeds=(5,)))
+    result = sd_engine.generate(spec(init_image=tile, seeds=(5,)), task="upscale")
     assert "plain resize" in result.note
     assert same(result.images[0], tile.resize((64, 64), Image.Resampling.LANCZOS))
 

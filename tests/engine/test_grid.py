@@ -48,7 +48,7 @@ def test_tiles_of_different_sizes_are_refused() -> None:
 
 
 def test_small_picture_stays_png() -> None:
-    encoded = encode_under_limit(make_grid(tiles(4)))
+    encoded = encode_under_limit(make_grid(tiles(4)), max_bytes=10 * 2**20)
     assert encoded.format == "png"
     assert Image.open(io.BytesIO(encoded.data)).format == "PNG"
 

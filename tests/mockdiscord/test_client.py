@@ -140,6 +140,16 @@ async def test_survives_gateway_reconnect_with_resume(mock_discord: MockDiscord,
     assert test_bot.is_ready() and not test_bot.is_closed()
 
 
+async def test_an_invalidated_session_identifies_afresh(mock_discord: MockDiscord, test_bot: EchoBot) -> None:
+    gateway = mock_discord.gateway
+    mock_discord.invalidate_session()  # op 9, not resumable: discord.py forgets its session
+    await mock_discord.wait_until_ready(timeout=20)  # a second READY, after a new IDENTIFY
+    assert gateway.identifies == 2 and gateway.resumes == 0
+    inter = await mock_discord.send_command("imagine", {"prompt": "after identify"}, user=mock_discord.alice)
+    reply = await mock_discord.wait_for_response(inter, lambda m: bool(m.components))
+    assert reply.content == "**after identify**"
+
+
 async def test_bad_token_is_a_login_failure(mock_discord: MockDiscord) -> None:
     client = discord.Client(intents=discord.Intents.none())
     with pytest.raises(discord.LoginFailure):

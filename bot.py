@@ -20,8 +20,9 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -40,6 +41,7 @@ from imaginebot.errors import ConfigError, ImagineError, ModelNotFound
 from imaginebot.executor import Executor
 from imaginebot.jobs import JobService
 from imaginebot.store import Store
+from imaginebot.web import WebContext, create_app, serve_web
 
 log = logging.getLogger("imaginebot")
 
@@ -273,6 +275,30 @@ def place_ray_workers(settings: Settings, executor: Executor, stack: contextlib.
     stack.callback(watcher.cancel)
 
 
+@contextlib.asynccontextmanager
+async def web_side(
+    settings: Settings, jobs: JobService, data_dir: Path, bot: commands.Bot
+) -> AsyncIterator[None]:
+    """The gallery, /healthz and /metrics on IMAGINEBOT_WEB_HOST:IMAGINEBOT_WEB_PORT (none when off)."""
+    if settings.web_port is None:
+        yield
+        return
+    context = WebContext(jobs, data_dir, discord_connected=lambda: bot.is_ready() and not bot.is_closed())
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            url = await stack.enter_async_context(
+                serve_web(create_app(context), settings.web_host, settings.web_port)
+            )
+        except OSError as error:
+            where = f"{settings.web_host}:{settings.web_port}"
+            raise ConfigError(
+                f"The web side can't listen on {where} ({error.strerror or error}): set "
+                "IMAGINEBOT_WEB_PORT to a free port, 0 for any, or off."
+            ) from None
+        log.info("the web side (gallery, /healthz, /metrics) is at %s", url)
+        yield
+
+
 async def run(settings: Settings, *, mock: bool) -> None:
 
     async with contextlib.AsyncExitStack() as stack:
@@ -306,7 +332,7 @@ async def run(settings: Settings, *, mock: bool) -> None:
             place_ray_workers(settings, executor, stack)
         # Closed before the executor stops: what it was following stays in the store for the next start.
         jobs = await stack.enter_async_context(job_service(settings, store, executor, catalog))
-        async with ImagineBot(settings, store, jobs) as bot:
+        async with ImagineBot(settings, store, jobs) as bot, web_side(settings, jobs, data_dir, bot):
             assert token is not None
             await until_it_answers(
                 f"Logging in to Discord at {url or DEFAULT_DISCORD_URL}", login(bot, token)

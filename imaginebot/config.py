@@ -146,12 +146,26 @@ class Settings(BaseSettings):
     upscale_max_side: int = Field(2048, ge=64, le=8192, description="longest side of an upscaled image")
     mock_port: int = Field(8080, ge=0, le=65535, description="port of the local Discord (0: any free port)")
     mock_host: str = Field("127.0.0.1", description="address the local Discord listens on")
+    web_host: str = Field(
+        "127.0.0.1", description="address the gallery, /healthz and /metrics listen on (0.0.0.0: every one)"
+    )
+    web_port: int | None = Field(
+        8081,
+        ge=0,
+        le=65535,
+        description="port of the gallery, /healthz and /metrics (0: any free port; off: none)",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="logging level")
 
     @field_validator("quota_per_day", mode="before")
     @classmethod
     def _unlimited(cls, value: Any) -> Any:
         return None if isinstance(value, str) and value.strip().lower() == "unlimited" else value
+
+    @field_validator("web_port", mode="before")
+    @classmethod
+    def _off(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip().lower() == "off" else value
 
     @field_validator("batch_capacity", mode="before")
     @classmethod

@@ -44,6 +44,7 @@ class BotProcess:
             "IMAGINEBOT_DELIVERY_RETRY_MAX": "1",
             "IMAGINEBOT_PREVIEW_MIN_INTERVAL": "0.2",
             "PYTHONUNBUFFERED": "1",
+            "IMAGINEBOT_WEB_PORT": "0",  # a free port: bots of other tests may be running
             **self.env,
         }
         self.process = await asyncio.create_subprocess_exec(

@@ -1,0 +1,52 @@
+"""The app factory of the bot's web side: one aiohttp app in the bot's own process and event loop, apart
+from the local Discord.
+
+It reads the store through the job service, never the engine, and knows no discord.py: what it needs of
+the bot (is Discord connected?) comes in as plain callables on ``WebContext``. ``bot.py`` serves it on
+``IMAGINEBOT_WEB_HOST``:``IMAGINEBOT_WEB_PORT``; the tests serve it on a free port or drive it with
+``aiohttp_client(create_app(...))``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from imaginebot.jobs import JobService
+
+
+@dataclass(frozen=True)
+class WebContext:
+    """What the pages and the operator's endpoints read."""
+
+    jobs: JobService
+    data_dir: Path
+    discord_connected: Callable[[], bool] = lambda: False
+
+
+WEB = web.AppKey("imaginebot_web", WebContext)
+
+
+def create_app(context: WebContext) -> web.Application:
+    app = web.Application()
+    app[WEB] = context
+    return app
+
+
+@contextlib.asynccontextmanager
+async def serve_web(app: web.Application, host: str, port: int) -> AsyncIterator[str]:
+    """Serve ``app`` on ``host:port`` (0: a free port) until the block ends; yields its base URL."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound = runner.addresses[0]
+        shown = f"[{host}]" if ":" in host else host
+        yield f"http://{shown}:{bound[1]}"
+    finally:
+        await runner.cleanup()

@@ -187,6 +187,7 @@ async def local_executor(settings: Settings) -> tuple[Executor, Catalog]:
             dtype=settings.dtype,
             upscale_max_side=settings.upscale_max_side,
             lora_dir=settings.lora_dir,
+            safety_checker=settings.safety_checker,
         )
         for device in devices
     ]
@@ -263,6 +264,7 @@ def place_ray_workers(settings: Settings, executor: Executor, stack: contextlib.
         upscale_max_side=settings.upscale_max_side,
         capacity=settings.batch_capacity,
         preview_every=settings.preview_every,
+        safety_checker=str(settings.safety_checker) if settings.safety_checker else None,
     )
     workers = RayWorkers(
         config,

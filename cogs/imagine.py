@@ -40,8 +40,11 @@ class Imagine(commands.Cog):
         # the ones the last run left behind.
         leftovers = await self.jobs.leftovers()
         self._resuming = asyncio.create_task(self._resume(leftovers))
+        # a moderator's review changes a delivered message: through the bot token, as after a restart
+        self.jobs.reply_for = lambda job: DiscordReply(self.bot)
 
     async def cog_unload(self) -> None:
+        self.jobs.reply_for = None
         if self._resuming is not None:
             self._resuming.cancel()
 

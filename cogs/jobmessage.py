@@ -97,7 +97,9 @@ class DiscordReply:
         job, data, filename = view.job, None, ""
         if view.picture is not None:
             encoded = await asyncio.to_thread(render.encode_picture, view.picture)
-            data, filename = encoded.data, f"{render.file_stem(job)}{encoded.filename_suffix}"
+            # Discord hides a file named SPOILER_… behind a click (discord.File(spoiler=True) names it so)
+            spoiler = "SPOILER_" if render.is_spoiler(job) else ""
+            data, filename = encoded.data, f"{spoiler}{render.file_stem(job)}{encoded.filename_suffix}"
         try:
             await self._edit(job, render.final(view), data, filename)
             return None

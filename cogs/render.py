@@ -12,7 +12,8 @@ from imaginebot import edits
 from imaginebot.actions import PANS, UPSCALE_SUBTLE, Action
 from imaginebot.delivery import JobView, Update, Waiting
 from imaginebot.engine.grid import EncodedImage, encode_under_limit
-from imaginebot.store_models import Job, JobKind, JobStatus
+from imaginebot.review import review_note
+from imaginebot.store_models import Job, JobKind, JobStatus, Review
 
 DISCORD_UPLOAD_LIMIT = 10 * 1024 * 1024  # bytes: Discord's attachment limit on a server without boosts
 
@@ -65,6 +66,8 @@ def final(view: JobView) -> str:
     """How the job ended."""
     job = view.job
     match job.status:
+        case JobStatus.DONE if job.review is Review.REMOVED:
+            text = f"{headline(view)}\n🚫 A moderator removed these images."
         case JobStatus.DONE:
             seeds = job.spec.seeds
             seed = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}–{seeds[-1]}"
@@ -75,6 +78,8 @@ def final(view: JobView) -> str:
             ]
             if job.note:
                 lines.append(f"ℹ️ {job.note}")
+            if note := review_note(job):
+                lines.append(note)
             text = "\n".join(lines)
         case JobStatus.FAILED:
             text = f"{headline(view)}\n⚠️ {job.error} Your images were given back. 🔁 Retry tries again."
@@ -152,6 +157,11 @@ def encode_preview(image: Image.Image) -> bytes:
 def encode_picture(picture: Image.Image) -> EncodedImage:
     """The final picture (the grid, or the one image), encoded under Discord's 10 MiB upload limit."""
     return encode_under_limit(picture, DISCORD_UPLOAD_LIMIT)
+
+
+def is_spoiler(job: Job) -> bool:
+    """Posted as a spoiler (Discord hides it behind a click): while flagged images wait for a moderator."""
+    return job.review is Review.WAITING
 
 
 def file_stem(job: Job) -> str:

@@ -21,7 +21,7 @@ from imaginebot.engine.canvas import Direction
 from imaginebot.errors import ImagineError
 from imaginebot.params import ImagineRequest, parse
 from imaginebot.store import Store
-from imaginebot.store_models import Edit, EditKind, Job, JobKind, JobStatus
+from imaginebot.store_models import Edit, EditKind, Job, JobKind, JobStatus, Review
 
 VARY_SUBTLE, VARY_STRONG = 0.35, 0.75  # img2img strength of Vary (Subtle) / Vary (Strong)
 UPSCALE_SUBTLE, UPSCALE_CREATIVE = 0.2, 0.5  # of Upscale (Subtle) / (Creative): 2x again, refined
@@ -110,6 +110,8 @@ def next_actions(job: Job) -> tuple[tuple[Action, int], ...]:
     """The buttons a job's message offers in its state: (action, tile) pairs, tile 0 where none applies."""
     if not job.status.finished:
         return ((Action.CANCEL, 0),)
+    if job.review is Review.REMOVED:  # taken down by a moderator: nothing more comes of it
+        return ()
     if job.status is JobStatus.DONE:
         if job.kind is JobKind.UPSCALE:
             return tuple((action, 0) for action in upscale_tools(job))
@@ -171,10 +173,12 @@ class Recipes:
         return await recipe(parent, tile, tweak)
 
     async def parent_of(self, job_id: int) -> Job:
-        """The job a button is on; ImagineError when it is gone."""
+        """The job a button is on; ImagineError when it is gone or a moderator removed it."""
         parent = await self.store.get_job(job_id)
         if parent is None:
             raise ImagineError("That job is no longer known to the bot; start a new /imagine.")
+        if parent.review is Review.REMOVED:
+            raise ImagineError("A moderator removed that job's images: its buttons no longer work.")
         return parent
 
     def native(self, request: ImagineRequest) -> int:
@@ -307,4 +311,10 @@ class Recipes:
             raise ImagineError("That job has no images yet; wait for it to finish.")
         if not 1 <= tile <= len(parent.images):
             raise ImagineError(f"That grid has {len(parent.images)} images; there is no image {tile}.")
+        if parent.held_back(tile - 1):  # as Midjourney: a moderated image can't be worked on, and says why
+            which = "This image" if len(parent.images) == 1 else f"Image {tile}"
+            raise ImagineError(
+                f"{which} waits for a moderator's review (the safety checker flagged it): it can't be "
+                "upscaled, varied or edited until a moderator releases it."
+            )
         return tile - 1

@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     lora_dir: Path | None = Field(
         None, description="a folder of LoRA files (.safetensors) that prompts use with --lora name:weight"
     )
+    safety_checker: Path | None = Field(
+        None,
+        description="a folder with diffusers' StableDiffusionSafetyChecker and its preprocessor_config.json "
+        "(or a pipeline folder with safety_checker/ and feature_extractor/): flagged images are posted "
+        "blurred as spoilers and wait for a moderator (none: no check)",
+    )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     devices: str | None = Field(
         None,
@@ -166,6 +172,18 @@ class Settings(BaseSettings):
     @classmethod
     def _off(cls, value: Any) -> Any:
         return None if isinstance(value, str) and value.strip().lower() == "off" else value
+
+    @field_validator("safety_checker", mode="before")
+    @classmethod
+    def _no_checker(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip().lower() == "none" else value
+
+    @field_validator("safety_checker")
+    @classmethod
+    def _checker_folder(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.expanduser().is_dir():
+            raise ValueError(f"{value} is not a folder (a safety checker in diffusers' layout, or none)")
+        return value.expanduser() if value is not None else None
 
     @field_validator("batch_capacity", mode="before")
     @classmethod

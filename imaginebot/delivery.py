@@ -111,12 +111,21 @@ def _worth_another_try(error: BaseException) -> bool:
 
 
 async def deliver_final(
-    view: JobView, reply: Reply, policy: DeliveryPolicy, now: datetime
+    view: JobView,
+    reply: Reply,
+    policy: DeliveryPolicy,
+    now: datetime,
+    *,
+    since: datetime | None = None,
+    on_retry: Callable[[], None] | None = None,
 ) -> tuple[Delivery, Posted | None]:
     """Push ``view.job``'s final state through ``reply``: (DELIVERED, where a new message was posted if one
-    was), (GONE, None) or (EXPIRED, None). Cancelling the caller stops it at once."""
+    was), (GONE, None) or (EXPIRED, None). Cancelling the caller stops it at once.
+
+    ``since``: when the bound starts (default: when the job ended; a moderator's later change of what the
+    message shows starts its own); ``on_retry``: called before each retry (the operator's count)."""
     job = view.job
-    ended = job.finished_at or now
+    ended = since or job.finished_at or now
     left = (ended + policy.give_up_after - now).total_seconds()
 
     def log_retry(state: RetryCallState) -> None:
@@ -132,6 +141,8 @@ async def deliver_final(
         )
         if state.attempt_number == 1 and not isinstance(error, DeliveryFailed | TimeoutError):
             log.warning("job %s: the delivery port raised", job.id, exc_info=error)
+        if on_retry is not None:
+            on_retry()
 
     retrying = AsyncRetrying(
         retry=retry_if_exception(_worth_another_try),

@@ -20,6 +20,7 @@ import asyncio
 import heapq
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,9 +28,10 @@ from typing import Protocol
 
 from imaginebot.batcher import Batcher, BatchJob, Dispatch
 from imaginebot.engine.api import Engine, GenerateSpec, Plan, Task
-from imaginebot.engine.models import served
+from imaginebot.engine.models import safety_of, served
 from imaginebot.errors import ParamError, QueueFull
 from imaginebot.eta import Line, StepTimes, Work, estimate_starts, joins_batch
+from imaginebot.metrics import Metrics
 from imaginebot.store_models import JobKind
 from imaginebot.work import (
     UNEXPECTED_ERROR,
@@ -43,6 +45,7 @@ from imaginebot.work import (
     Progress,
     Queued,
     Started,
+    WorkerStatus,
 )
 
 __all__ = [  # the events are defined in ``work`` and used by the job service from here
@@ -157,6 +160,7 @@ class _Entry(BatchJob):
     sent_position: int | None = None
     sent_eta: float | None = None
     worker: int | None = None  # running on this worker
+    queued_at: float | None = field(default_factory=time.monotonic)  # None once started: waited
     # Thread-side preview coalescing: at most one preview hand-over is ever pending on the loop.
     preview_lock: threading.Lock = field(default_factory=threading.Lock)
     latest_preview: Progress | None = None
@@ -214,6 +218,7 @@ class Executor:
         max_queued_per_user: int = 3,
         preview_every: int = 5,
         capacity: float | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         engines: list[Engine] = list(engine) if isinstance(engine, Sequence) else [engine]
         if capacity is not None and capacity < 1:
@@ -221,6 +226,7 @@ class Executor:
         self.max_queued_per_user = max_queued_per_user
         self.preview_every = preview_every
         self.step_times = StepTimes()
+        self.metrics = metrics or Metrics()  # the bot's registry: the job service records into it too
         local = [
             Batcher(
                 e,
@@ -228,6 +234,7 @@ class Executor:
                 preview_every=preview_every,
                 step_times=self.step_times,
                 models=served(e),
+                safety=safety_of(e),
             )
             for e in engines
         ]
@@ -301,6 +308,23 @@ class Executor:
         await asyncio.gather(*self._finished)
         # The workers' last events were scheduled before their futures resolved, so they are delivered.
         return [*self._interrupted, *(entry.request for entry in queued)]
+
+    def workers(self) -> list[WorkerStatus]:
+        """Each worker as the operator sees it (/healthz, /metrics)."""
+        with self._cond:
+            return [
+                WorkerStatus(
+                    index,
+                    str(getattr(worker, "name", f"imaginebot-worker-{index}")),
+                    worker.accepting
+                    and not worker.gone
+                    and index < len(self._finished)
+                    and not self._finished[index].done(),  # its thread runs
+                    None if worker.models is None else tuple(sorted(worker.models)),
+                    worker.capacity,
+                )
+                for index, worker in enumerate(self._workers)
+            ]
 
     @property
     def capacities(self) -> list[float | None]:
@@ -503,6 +527,7 @@ class Executor:
             report=self._report,
             requeue=self._requeue,
             wake=self._wake,
+            measured=lambda call: self.metrics.observe_call(worker, call),
         )
         try:
             self._workers[worker].run(dispatch)
@@ -548,6 +573,9 @@ class Executor:
                 break
             entry = self._pop(head)
             entry.worker = worker
+            if entry.queued_at is not None:  # its first start (not again after its worker was lost)
+                self.metrics.queue_wait.observe(time.monotonic() - entry.queued_at)
+                entry.queued_at = None
             log.info("job %s: starts on worker %d", entry.job_id, worker)
             self._running[entry.job_id] = entry
             self._emit(entry, Started(entry.job_id))

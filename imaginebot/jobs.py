@@ -6,7 +6,8 @@
 
 The service derives what a button asks for (U/V/🔄/Vary/Retry), reserves the quota, submits the job,
 follows its events, keeps the store in step, and hands each state to the job's ``Reply``. It knows no
-discord.py: the tests drive it with a fake ``Reply``.
+discord.py: the tests drive it with a fake ``Reply``. It also counts what the operator watches (``metrics``:
+how jobs end, refusals, deliveries) and holds the images the safety checker flagged for a moderator's review.
 
 A job's life: ``queued → running → done → delivered``. Failed, cancelled and interrupted jobs are delivered
 too, so delivery is its own column next to the status (``Delivery``): ``pending`` once the job has ended,
@@ -21,6 +22,7 @@ import asyncio
 import io
 import logging
 import random
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -42,7 +44,7 @@ from imaginebot.delivery import (
 )
 from imaginebot.engine.api import GenerateResult, GenerateSpec
 from imaginebot.engine.grid import make_grid
-from imaginebot.errors import Forbidden, ImagineError, ParamError, QueueFull
+from imaginebot.errors import Forbidden, ImagineError, ParamError, QueueFull, QuotaExceeded
 from imaginebot.executor import (
     UNEXPECTED_ERROR,
     Cancelled,
@@ -57,6 +59,7 @@ from imaginebot.executor import (
     QueueSnapshot,
     Started,
 )
+from imaginebot.metrics import Live, Metrics
 from imaginebot.params import (
     SEED_RANGE,
     Choices,
@@ -66,8 +69,10 @@ from imaginebot.params import (
     parse,
     parse_aspect,
 )
+from imaginebot.review import Reviews, held_back_picture
 from imaginebot.store import Store
-from imaginebot.store_models import Delivery, Job, JobKind, JobStatus, NewJob, UserSettings
+from imaginebot.store_models import Delivery, Job, JobKind, JobStatus, NewJob, Review, UserSettings
+from imaginebot.work import WorkerStatus
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +169,12 @@ class JobService:
         self.delivery = delivery or DeliveryPolicy()
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
+        self.metrics: Metrics = executor.metrics  # one registry per bot: the executor's
+        self.metrics.watch(self._live)
+        # A job's message once nobody follows the job any more (a moderator's review changes it): set by the
+        # cogs, which know how to reach a message.
+        self.reply_for: Callable[[Job], Reply] | None = None
+        self.reviews = Reviews(store, show_again=self._show_again, take_down=self._take_down)
 
     async def __aenter__(self) -> JobService:
         return self
@@ -263,6 +274,17 @@ class JobService:
     def queue(self) -> QueueSnapshot:
         return self.executor.queue_snapshot()
 
+    def workers(self) -> list[WorkerStatus]:
+        """The workers and the models each holds (a worker of one plain engine: whichever model is asked)."""
+        every = tuple(model.name for model in self.catalog.models)
+        return [w if w.models is not None else replace(w, models=every) for w in self.executor.workers()]
+
+    def _live(self) -> Live:
+        snapshot = self.queue()
+        jobs = Counter(("running", entry.kind.value) for entry in snapshot.running)
+        jobs.update(("queued", entry.kind.value) for entry in snapshot.queued)
+        return Live(jobs, self.workers())
+
     # -- submitting and following ----------------------------------------------------------------------------
 
     async def _launch(self, origin: Origin, recipe: Recipe, reply: Reply) -> Job:
@@ -280,10 +302,16 @@ class JobService:
             edit=recipe.edit,
             source=recipe.source,
         )
-        job = await self.store.reserve_job(new)  # Forbidden / QuotaExceeded: nothing was taken
+        try:
+            job = await self.store.reserve_job(new)  # Forbidden / QuotaExceeded: nothing was taken
+        except (Forbidden, QuotaExceeded) as error:
+            self.metrics.refusals.labels("quota" if isinstance(error, QuotaExceeded) else "blocked").inc()
+            raise
         try:
             handle = await self._submit(job)
         except ImagineError as error:  # QueueFull, or the source picture is gone
+            if isinstance(error, QueueFull):
+                self.metrics.refusals.labels("queue_full").inc()
             # The user is told by the caller, in place of the message: nothing is left to deliver.
             await self.store.finish_job(
                 job.id, JobStatus.CANCELLED, error=str(error), delivery=Delivery.DELIVERED
@@ -295,6 +323,7 @@ class JobService:
     async def _check_words(self, guild_id: int, spec: GenerateSpec) -> None:
         found = await self.store.find_banned_words(guild_id, f"{spec.prompt} {spec.negative_prompt}")
         if found:
+            self.metrics.refusals.labels("banned_words").inc()
             words = ", ".join(f"'{w}'" for w in found)
             raise ParamError(f"Your prompt uses words this server does not allow: {words}. Leave them out.")
 
@@ -356,6 +385,7 @@ class JobService:
                     case Cancelled():
                         job = await self.store.finish_job(job.id, JobStatus.CANCELLED)
                     case Interrupted():  # the bot stops; the store says queued/running: resumed at start
+                        self.metrics.jobs_finished.labels(job.kind.value, JobStatus.INTERRUPTED.value).inc()
                         return
         except Exception:
             # Never leave a job running in the store with nobody following it: fail it (which gives the
@@ -365,6 +395,7 @@ class JobService:
             job = await self.store.finish_job(job.id, JobStatus.FAILED, error=UNEXPECTED_ERROR)
         finally:
             await progress.close()  # whatever preview is in flight must not hold up the final state
+        self.metrics.jobs_finished.labels(job.kind.value, job.status.value).inc()
         if progress.gone:
             await self.store.set_delivery(job.id, Delivery.GONE)
             return
@@ -377,18 +408,23 @@ class JobService:
     async def _complete(self, job: Job, result: GenerateResult) -> Job:
         images = list(result.images)
         grid = await asyncio.to_thread(make_grid, images) if len(images) > 1 else None
+        self.metrics.flagged_images.inc(len(result.flagged))
         return await self.store.complete_job(
-            job.id, images, grid=grid, elapsed_s=result.elapsed_s, note=result.note
+            job.id, images, grid=grid, elapsed_s=result.elapsed_s, note=result.note, flagged=result.flagged
         )
 
     async def _parent(self, job: Job) -> Job | None:
         return await self.store.get_job(job.parent_id) if job.parent_id is not None else None
 
     async def _picture(self, job: Job) -> Image.Image | None:
+        """What the job's message shows: its grid or image, its held-back tiles blurred; nothing removed."""
         path = job.grid or (job.images[0] if job.images else None)
-        if job.status is not JobStatus.DONE or path is None:
+        if job.status is not JobStatus.DONE or path is None or job.review is Review.REMOVED:
             return None
         try:
+            if job.review is Review.WAITING:
+                tiles = [await self.store.load_image(tile) for tile in job.images]
+                return await asyncio.to_thread(held_back_picture, job, tiles)
             return await self.store.load_image(path)
         except OSError as error:
             log.warning("job %s: its picture can't be read (%s); delivering the text alone", job.id, error)
@@ -396,12 +432,44 @@ class JobService:
 
     # -- delivery ------------------------------------------------------------------------------------------
 
-    async def _deliver(self, job: Job, reply: Reply, parent: Job | None = None) -> None:
-        """Push the job's final state through to its message, and record how that went."""
+    async def _deliver(
+        self, job: Job, reply: Reply, parent: Job | None = None, *, again: bool = False
+    ) -> None:
+        """Push the job's final state through to its message, and record how that went. ``again``: what a
+        delivered message shows changed (a review): its own bound from now."""
         view = JobView(job, parent or await self._parent(job), await self._picture(job))
-        delivery, posted = await deliver_final(view, reply, self.delivery, self._clock())
+        now = self._clock()
+        delivery, posted = await deliver_final(
+            view,
+            reply,
+            self.delivery,
+            now,
+            since=now if again else None,
+            on_retry=self.metrics.delivery_retries.inc,
+        )
+        self.metrics.deliveries.labels(delivery.value).inc()
         where = (posted.channel_id, posted.message_id) if posted else None
         await self.store.set_delivery(job.id, delivery, message=where)
+
+    # -- a moderator's review of flagged images (``reviews``) ----------------------------------------------
+
+    async def _take_down(self, job: Job, by: int) -> Job:
+        """Hide a job: its message becomes a notice without picture or buttons; its tiles can't be used.
+        (The gallery's takedown, with its undo, is meant to take this method's place.)"""
+        removed = await self.store.set_review(job.id, Review.REMOVED, by=by)
+        assert removed is not None
+        self._show_again(removed)
+        return removed
+
+    def _show_again(self, job: Job) -> None:
+        """Deliver the job's message anew (what it shows changed), in place of a delivery still going on."""
+        if self.reply_for is None:
+            log.warning("job %s: no way to reach its message; it shows the old state", job.id)
+            return
+        for task in list(self._tasks):
+            if task.get_name() == f"job-{job.id}":
+                task.cancel()  # its first delivery, still retrying: it would show the old state
+        self._spawn(self._deliver(job, self.reply_for(job), again=True), job.id)
 
     # -- after a restart -----------------------------------------------------------------------------------
 

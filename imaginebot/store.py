@@ -44,6 +44,7 @@ from imaginebot.store_models import (
     ModAction,
     NewJob,
     QuotaStatus,
+    Review,
     UsageRow,
     UserSettings,
 )
@@ -102,6 +103,9 @@ def _job(row: aiosqlite.Row) -> Job:
         delivery=None if d["delivery"] is None else Delivery(d["delivery"]),
         delivered_at=_dt(d["delivered_at"]),
         edit=None if d["edit"] is None else Edit.from_json(d["edit"]),
+        flagged=tuple(json.loads(d["flagged"])),
+        review=None if d["review"] is None else Review(d["review"]),
+        reviewed_at=_dt(d["reviewed_at"]),
     )
     return Job(**d, spec=replace(spec, tile=bool(spec.tile)))
 
@@ -337,6 +341,7 @@ class Store:
         images: Sequence[str] = (),
         grid: str | None = None,
         delivery: Delivery = Delivery.PENDING,
+        flagged: Sequence[int] = (),
     ) -> Job:
         """Record how a job ended; its delivery is then pending (unless told otherwise). Failed, cancelled and
         interrupted jobs give their images back to the quota of the day they were taken from. A job already
@@ -356,11 +361,14 @@ class Store:
                     (row["charged"], row["guild_id"], row["user_id"], row["charged_day"]),
                 )
             refunded = status in _REFUNDED
+            review = Review.WAITING.value if flagged else None  # done and held back in one step
             await db.execute(
                 "UPDATE jobs SET status = ?, error = ?, note = ?, elapsed_s = ?, images = ?, grid = ?,"
-                " finished_at = ?, charged = CASE WHEN ? THEN 0 ELSE charged END, delivery = ? WHERE id = ?",
+                " finished_at = ?, charged = CASE WHEN ? THEN 0 ELSE charged END, delivery = ?, flagged = ?,"
+                " review = ? WHERE id = ?",
                 (status.value, error, note, elapsed_s, json.dumps(list(images)), grid,
-                 self._now().isoformat(), refunded, delivery.value, job_id),
+                 self._now().isoformat(), refunded, delivery.value, json.dumps(sorted(flagged)), review,
+                 job_id),
             )  # fmt: skip
             row = await self._one(db, "SELECT * FROM jobs WHERE id = ?", (job_id,))
         assert row is not None
@@ -375,12 +383,47 @@ class Store:
         grid: Image.Image | None = None,
         elapsed_s: float | None = None,
         note: str = "",
+        flagged: Sequence[int] = (),
     ) -> Job:
-        """Write the job's images (``tile-<i>.png``, ``grid.png``) and mark it done."""
+        """Write the job's images (``tile-<i>.png``, ``grid.png``) and mark it done; with ``flagged`` tiles
+        (the safety checker's), it waits for a moderator's review."""
         tiles, grid_path = await asyncio.to_thread(self._write_images, job_id, images, grid)
         return await self.finish_job(
-            job_id, JobStatus.DONE, images=tiles, grid=grid_path, elapsed_s=elapsed_s, note=note
+            job_id,
+            JobStatus.DONE,
+            images=tiles,
+            grid=grid_path,
+            elapsed_s=elapsed_s,
+            note=note,
+            flagged=flagged,
         )
+
+    async def set_review(self, job_id: int, review: Review, *, by: int, detail: str = "") -> Job | None:
+        """A moderator's decision on a job's flagged images (or a takedown: REMOVED), in the moderation log.
+        None when the job is unknown."""
+        async with self._tx() as db:
+            row = await self._one(db, "SELECT * FROM jobs WHERE id = ?", (job_id,))
+            if row is None:
+                return None
+            await db.execute(
+                "UPDATE jobs SET review = ?, reviewed_by = ?, reviewed_at = ? WHERE id = ?",
+                (review.value, by, self._now().isoformat(), job_id),
+            )
+            action = {Review.RELEASED: "image.release", Review.REMOVED: "image.remove"}.get(
+                review, "image.review"
+            )
+            await self._log(db, row["guild_id"], by, action, row["user_id"], detail or f"job {job_id}")
+            row = await self._one(db, "SELECT * FROM jobs WHERE id = ?", (job_id,))
+        assert row is not None
+        return _job(row)
+
+    async def waiting_for_review(self, guild_id: int, *, limit: int = 100) -> list[Job]:
+        """A server's jobs whose flagged images wait for a moderator, oldest first."""
+        rows = await self._all(
+            "SELECT * FROM jobs WHERE review = 'waiting' AND guild_id = ? ORDER BY id LIMIT ?",
+            (guild_id, limit),
+        )
+        return [_job(row) for row in rows]
 
     async def set_delivery(
         self, job_id: int, delivery: Delivery, *, message: tuple[int, int] | None = None

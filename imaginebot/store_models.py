@@ -84,6 +84,14 @@ class Delivery(StrEnum):
     EXPIRED = "expired"  # not delivered within the bound (IMAGINEBOT_DELIVERY_GIVE_UP_HOURS); given up
 
 
+class Review(StrEnum):
+    """A moderator's review of the images the safety checker flagged; None where it flagged none."""
+
+    WAITING = "waiting"  # posted blurred, as a spoiler; its flagged tiles can't be upscaled or varied
+    RELEASED = "released"  # a moderator found them fine: the clear grid, usable as any other
+    REMOVED = "removed"  # a moderator took the job down: hidden, its message a notice
+
+
 @dataclass(frozen=True)
 class NewJob:
     """A job about to be reserved; quota is taken for ``spec.num_images``. ``spec.init_image`` is never
@@ -128,6 +136,17 @@ class Job:
     delivered_at: datetime | None
     edit: Edit | None = None  # kind EDIT: what it does to its parent
     source: str | None = None  # an image prompt's picture (/imagine with an image), relative to the data dir
+    flagged: tuple[int, ...] = ()  # 0-based tiles the safety checker flagged
+    review: Review | None = None  # where a moderator's review of ``flagged`` stands
+    reviewed_by: int | None = None
+    reviewed_at: datetime | None = None
+
+    def held_back(self, tile: int) -> bool:
+        """Whether 0-based ``tile`` may not be shown in clear nor worked on (U, V, the tools): it waits for
+        a moderator, or the job was removed."""
+        if self.review is Review.REMOVED:
+            return True
+        return self.review is Review.WAITING and tile in self.flagged
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,11 @@ WEB = web.AppKey("imaginebot_web", WebContext)
 
 
 def create_app(context: WebContext) -> web.Application:
+    from imaginebot.web import ops  # it reads WEB from here
+
     app = web.Application()
     app[WEB] = context
+    ops.add_routes(app)
     return app
 
 

@@ -1,6 +1,7 @@
 """Workers as Ray actors on a local Ray cluster (started in this process), running the embedded model on
-the CPU: jobs spread over two workers in the fair order, previews stream back, cancel reaches a remote
-job, and a worker process killed mid-job loses nothing."""
+the CPU: jobs spread over two workers in the fair order, previews stream back, the actors' safety checker
+flags images and their UNet calls reach the bot's /metrics, cancel reaches a remote job, and a worker
+process killed mid-job loses nothing."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import os
 import signal
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
+from safetycheckers import save_checker
 
 ray = pytest.importorskip("ray")
 
@@ -43,11 +46,14 @@ def cluster() -> Iterator[None]:
 
 
 @pytest.fixture
-async def executor(cluster: None) -> AsyncIterator[Executor]:
-    """An executor with two Ray workers of one job at a time each (a four-image job costs 8)."""
+async def executor(cluster: None, tmp_path: Path) -> AsyncIterator[Executor]:
+    """An executor with two Ray workers of one job at a time each (a four-image job costs 8), each with a
+    safety checker that flags every image (its folder travels in the worker's config)."""
     ex = Executor(planner=Planner.from_folder(EMBEDDED_MODEL), max_queued_per_user=5, preview_every=2)
     await ex.start()
-    workers = RayWorkers(WorkerConfig(capacity=8, preview_every=2), ex.add_worker, workers=2)
+    checker = str(save_checker(tmp_path / "checker", flags=True))
+    config = WorkerConfig(capacity=8, preview_every=2, safety_checker=checker)
+    workers = RayWorkers(config, ex.add_worker, workers=2)
     workers.top_up()
     async with asyncio.timeout(180):  # both loaded, or the first could take every job before the second is up
         while True:
@@ -93,10 +99,25 @@ async def test_jobs_spread_over_two_workers_in_fair_order(
                 previews.append(event)
         assert isinstance(handle.final, Done) and len(handle.final.result.images) == 4
         assert handle.final.result.images[0].size == (64, 64)
+        assert handle.final.result.flagged == (0, 1, 2, 3)  # checked on the actor, after decoding
     assert previews  # they streamed back from the actors
     assert set(started[:2]) == {1, 4}  # B is served before A's second job
     workers = {line.rsplit(" ", 1)[-1] for line in caplog.messages if "starts on worker" in line}
     assert workers == {"0", "1"}
+    # each actor's UNet calls, handed over with the info() the bot asks after each job, in its registry
+    calls = dict.fromkeys(workers, 0.0)
+    try:
+        async with asyncio.timeout(60):
+            while sum(calls.values()) < 4 * 6:  # every step of every job: six each, one job per call
+                for w in workers:
+                    count = executor.metrics.registry.get_sample_value(
+                        "imaginebot_unet_call_samples_count", {"worker": w}
+                    )
+                    calls[w] = count or 0.0
+                await asyncio.sleep(0.05)  # the last job's calls come after its final event
+    except TimeoutError:
+        raise AssertionError(f"UNet calls by worker in the bot's registry after a minute: {calls}") from None
+    assert sum(calls.values()) == 4 * 6 and all(calls.values())
 
 
 async def test_cancel_reaches_a_remote_job_and_queued_jobs_get_estimates(executor: Executor) -> None:

@@ -15,7 +15,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from safetycheckers import save_checker
 
 from imaginebot.mockdiscord import run_mock_discord
 
@@ -203,10 +206,16 @@ async def test_a_bot_killed_between_done_and_delivered_delivers_at_its_next_star
 
 
 async def test_two_devices_two_workers(tmp_path: Path, bots: list[BotProcess]) -> None:
-    """IMAGINEBOT_DEVICES: one engine and one worker per device (two CPU "devices" here)."""
+    """IMAGINEBOT_DEVICES: one engine and one worker per device (two CPU "devices" here), each with the
+    safety checker of IMAGINEBOT_SAFETY_CHECKER; the operator's /healthz and /metrics show both."""
+    checker = save_checker(tmp_path / "checker", flags=True)
     async with run_mock_discord(bot_token=TOKEN) as server:
         bot = await BotProcess(
-            server.url, tmp_path / "data", IMAGINEBOT_DEVICES="cpu,cpu", IMAGINEBOT_BATCH_CAPACITY="1"
+            server.url,
+            tmp_path / "data",
+            IMAGINEBOT_DEVICES="cpu,cpu",
+            IMAGINEBOT_BATCH_CAPACITY="1",
+            IMAGINEBOT_SAFETY_CHECKER=str(checker),
         ).start()
         bots.append(bot)
         await server.wait_for_commands(timeout=STARTUP)
@@ -215,8 +224,34 @@ async def test_two_devices_two_workers(tmp_path: Path, bots: list[BotProcess]) -
             for i, user in enumerate((server.alice, server.bob))
         ]
         for interaction in interactions:
-            await server.wait_for_message(grid_of(interaction), timeout=120)
+            grid = await server.wait_for_message(grid_of(interaction), timeout=120)
+            assert grid.attachments[0].filename.startswith("SPOILER_")  # flagged: posted blurred, hidden
+        [line] = await bot.wait_for_line(r"the web side \(gallery, /healthz, /metrics\) is at http://")
+        web = line.rsplit(" ", 1)[-1]
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{web}/healthz") as response:
+                health = await response.json()
+                assert response.status == 200, health
+            async with session.get(f"{web}/metrics") as response:
+                metrics = await response.text()
         await bot.stop()
+    assert health["ok"] and health["discord"] == {"connected": True}
+    assert [(w["name"], w["alive"], w["models"]) for w in health["workers"]] == [
+        (f"imaginebot-worker-{i}", True, ["shapes-64"]) for i in (0, 1)
+    ]
+    assert health["queue"] == {"queued": 0, "running": 0}
+    page = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+    }
+    assert page["imaginebot_jobs_finished_total", (("kind", "imagine"), ("state", "done"))] == 2
+    assert page["imaginebot_flagged_images_total", ()] == 8
+    for worker in ("0", "1"):  # each ran one job alone: its 40 steps, one UNet call each
+        assert page["imaginebot_unet_call_samples_count", (("worker", worker),)] == 40
+        assert (
+            page["imaginebot_worker_up", (("name", f"imaginebot-worker-{worker}"), ("worker", worker))] == 1
+        )
     assert "loading shapes-64 on cpu, cpu" in bot.output
     # one job at a time per worker, two jobs at once: each worker ran one
     assert "joins the batch on imaginebot-worker-0" in bot.output

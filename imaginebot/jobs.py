@@ -174,7 +174,7 @@ class JobService:
         # A job's message once nobody follows the job any more (a moderator's review changes it): set by the
         # cogs, which know how to reach a message.
         self.reply_for: Callable[[Job], Reply] | None = None
-        self.reviews = Reviews(store, show_again=self._show_again, take_down=self._take_down)
+        self.reviews = Reviews(store, show_again=self._show_again)
 
     async def __aenter__(self) -> JobService:
         return self
@@ -452,14 +452,6 @@ class JobService:
         await self.store.set_delivery(job.id, delivery, message=where)
 
     # -- a moderator's review of flagged images (``reviews``) ----------------------------------------------
-
-    async def _take_down(self, job: Job, by: int) -> Job:
-        """Hide a job: its message becomes a notice without picture or buttons; its tiles can't be used.
-        (The gallery's takedown, with its undo, is meant to take this method's place.)"""
-        removed = await self.store.set_review(job.id, Review.REMOVED, by=by)
-        assert removed is not None
-        self._show_again(removed)
-        return removed
 
     def _show_again(self, job: Job) -> None:
         """Deliver the job's message anew (what it shows changed), in place of a delivery still going on."""

@@ -277,6 +277,16 @@ def place_ray_workers(settings: Settings, executor: Executor, stack: contextlib.
     stack.callback(watcher.cancel)
 
 
+def discord_connected(bot: commands.Bot) -> bool:
+    """For /healthz: logged in and its gateway connection open now (discord.py stays "ready" while it
+    reconnects after a drop)."""
+    return bot.is_ready() and not bot.is_closed() and bot.ws is not None and bot.ws.open
+
+
+def web_context(jobs: JobService, data_dir: Path, bot: commands.Bot) -> WebContext:
+    return WebContext(jobs, data_dir, discord_connected=lambda: discord_connected(bot))
+
+
 @contextlib.asynccontextmanager
 async def web_side(
     settings: Settings, jobs: JobService, data_dir: Path, bot: commands.Bot
@@ -285,7 +295,7 @@ async def web_side(
     if settings.web_port is None:
         yield
         return
-    context = WebContext(jobs, data_dir, discord_connected=lambda: bot.is_ready() and not bot.is_closed())
+    context = web_context(jobs, data_dir, bot)
     async with contextlib.AsyncExitStack() as stack:
         try:
             url = await stack.enter_async_context(

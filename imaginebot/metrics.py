@@ -32,6 +32,9 @@ from imaginebot.store_models import JobKind
 from imaginebot.work import UnetCall, WorkerStatus
 
 LIVE_STATES = ("queued", "running")
+FINISHED_STATES = ("done", "failed", "cancelled", "interrupted")
+DELIVERY_OUTCOMES = ("delivered", "gone", "expired")
+REFUSALS = ("quota", "queue_full", "blocked", "banned_words")
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,14 @@ class Metrics:
             "Images the safety checker held back for a moderator's review",
             registry=registry,
         )
+        # Every known series from the start, at 0, so that a rate over the first one is right.
+        for kind in JobKind:
+            for state in FINISHED_STATES:
+                self.jobs_finished.labels(kind.value, state)
+        for outcome in DELIVERY_OUTCOMES:
+            self.deliveries.labels(outcome)
+        for reason in REFUSALS:
+            self.refusals.labels(reason)
         self._live: Callable[[], Live] | None = None
         registry.register(_LiveCollector(self))
 

@@ -13,7 +13,7 @@ import pytest
 from fakes import FakeEngine
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
-from test_jobs import BOB, DEFAULTS, FAST, GUILD, FakeReply, ended, finished, origin
+from test_jobs import BOB, DEFAULTS, FAST, GUILD, FakeReply, ended, finished, origin, until
 
 from imaginebot.catalog import Catalog
 from imaginebot.errors import QuotaExceeded
@@ -92,6 +92,7 @@ async def test_healthz_is_200_while_the_bot_can_serve_and_503_with_the_reason_wh
 async def test_healthz_and_metrics_count_the_jobs_queued_and_running(bot: Bot) -> None:
     bot.engine.gate.clear()  # the first job holds the worker (one job at a time), the second waits
     first = await bot.jobs.imagine(origin(), "a red circle", FakeReply())
+    await until(lambda: bool(bot.engine.calls))  # the worker took it: it waits at the gate, running
     await bot.jobs.imagine(origin(BOB, 600), "a blue square", FakeReply())
     _, health = await bot.get("/healthz")
     assert health["queue"] == {"queued": 1, "running": 1}, health
@@ -124,6 +125,8 @@ async def test_metrics_count_jobs_steps_waits_retries_and_refusals(bot: Bot) -> 
     assert value(page, "imaginebot_delivery_retries_total") == 2
     assert value(page, "imaginebot_deliveries_total", outcome="delivered") == 2
     assert value(page, "imaginebot_refusals_total", reason="quota") == 1
+    assert value(page, "imaginebot_refusals_total", reason="queue_full") == 0  # every known series, from 0
+    assert value(page, "imaginebot_jobs_finished_total", kind="upscale", state="failed") == 0
     assert value(page, "imaginebot_worker_up", worker="0", name="imaginebot-worker-0") == 1
     assert value(page, "imaginebot_worker_model_info", worker="0", model="fake-64") == 1
     assert value(page, "imaginebot_worker_capacity_samples", worker="0") == 1

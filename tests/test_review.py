@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from fakes import FakeEngine, FlagPositions
 from PIL import Image, ImageChops, ImageStat
-from test_jobs import ALICE, BOB, DEFAULTS, FAST, GUILD, FakeReply, finished, origin, until
+from test_jobs import ALICE, BOB, DEFAULTS, FAST, GUILD, FakeReply, finished, origin
+from waiting import until
 
 from imaginebot.actions import Action, next_actions
 from imaginebot.catalog import Catalog
@@ -170,7 +171,7 @@ async def test_a_review_replaces_a_first_delivery_still_retrying(
     """The message must end with what the moderator decided, not with the blurred grid arriving late."""
     slow = FakeReply(fail=10**6)  # Discord is down for this message
     job = await jobs.imagine(origin(), "a red circle --seed 5", slow)
-    await until(lambda: slow.attempts >= 2)
+    await until(lambda: slow.attempts >= 2, "two failed deliveries", timeout=30, seen=lambda: slow.attempts)
     await jobs.reviews.release(GUILD, job.id, by=MODERATOR)
     await jobs.idle()
     assert slow.delivered == []  # given up in favour of the new one

@@ -13,7 +13,8 @@ import pytest
 from fakes import FakeEngine
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
-from test_jobs import BOB, DEFAULTS, FAST, GUILD, FakeReply, ended, finished, origin, until
+from test_jobs import BOB, DEFAULTS, FAST, GUILD, FakeReply, ended, finished, origin
+from waiting import until
 
 from imaginebot.catalog import Catalog
 from imaginebot.errors import QuotaExceeded
@@ -92,7 +93,8 @@ async def test_healthz_is_200_while_the_bot_can_serve_and_503_with_the_reason_wh
 async def test_healthz_and_metrics_count_the_jobs_queued_and_running(bot: Bot) -> None:
     bot.engine.gate.clear()  # the first job holds the worker (one job at a time), the second waits
     first = await bot.jobs.imagine(origin(), "a red circle", FakeReply())
-    await until(lambda: bool(bot.engine.calls))  # the worker took it: it waits at the gate, running
+    # the worker took it: it waits at the gate, running
+    await until(lambda: bool(bot.engine.calls), "the worker to take it", timeout=30, seen=bot.jobs.queue)
     await bot.jobs.imagine(origin(BOB, 600), "a blue square", FakeReply())
     _, health = await bot.get("/healthz")
     assert health["queue"] == {"queued": 1, "running": 1}, health

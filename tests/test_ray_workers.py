@@ -11,9 +11,9 @@ import os
 import signal
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from safetycheckers import save_checker
 from waiting import until, within, workers_seen
 
@@ -35,24 +35,27 @@ from imaginebot.executor import (  # noqa: E402
 from imaginebot.ray_workers import ACTOR_PREFIX, NAMESPACE, RayWorkers, WorkerConfig  # noqa: E402
 from imaginebot.store_models import JobKind  # noqa: E402
 
-pytestmark = pytest.mark.slow
+# One event loop for the module: its executor (and the workers it follows) outlives a test.
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 A, B, C = 1, 2, 3
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[None]:
+    # A new local cluster turns Ray's token authentication on, with the test session's token (conftest)
     ray.init(num_cpus=4, namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
 
-@pytest.fixture
-async def executor(cluster: None, tmp_path: Path) -> AsyncIterator[Executor]:
-    """An executor with two Ray workers of one job at a time each (a four-image job costs 8), each with a
-    safety checker that flags every image (its folder travels in the worker's config)."""
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def executor(cluster: None, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Executor]:
+    """An executor with two Ray workers of one job at a time each (a four-image job costs 8), shared by
+    the module's tests (each worker is a process that loads torch and the model: seconds apiece), each with
+    a safety checker that flags every image (its folder travels in the worker's config)."""
     ex = Executor(planner=Planner.from_folder(EMBEDDED_MODEL), max_queued_per_user=5, preview_every=2)
     await ex.start()
-    checker = str(save_checker(tmp_path / "checker", flags=True))
+    checker = str(save_checker(tmp_path_factory.mktemp("checker"), flags=True))
     config = WorkerConfig(capacity=8, preview_every=2, safety_checker=checker)
     workers = RayWorkers(config, ex.add_worker, workers=2)
     workers.top_up()
@@ -75,6 +78,15 @@ def job(job_id: int, user: int, steps: int = 6) -> JobRequest:
     return JobRequest(job_id, user, JobKind.IMAGINE, spec)
 
 
+def unet_calls(executor: Executor) -> dict[str, float]:
+    """The UNet calls of each of the two workers in the bot's registry (/metrics)."""
+    registry = executor.metrics.registry
+    return {
+        w: registry.get_sample_value("imaginebot_unet_call_samples_count", {"worker": w}) or 0.0
+        for w in ("0", "1")
+    }
+
+
 async def first(handle: JobHandle, kind: type[Event]) -> Event:
     async for event in handle.events():
         if isinstance(event, kind):
@@ -86,6 +98,7 @@ async def test_jobs_spread_over_two_workers_in_fair_order(
     executor: Executor, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="imaginebot.executor")
+    before = unet_calls(executor)  # the workers are the module's: count this test's calls
     started: list[int] = []
 
     def record(event: Event) -> None:
@@ -111,20 +124,17 @@ async def test_jobs_spread_over_two_workers_in_fair_order(
     assert workers == {"0", "1"}
 
     # each actor's UNet calls, handed over with the info() the bot asks after each job, in its registry
-    def calls() -> dict[str, float]:
-        registry = executor.metrics.registry
-        return {
-            w: registry.get_sample_value("imaginebot_unet_call_samples_count", {"worker": w}) or 0.0
-            for w in workers
-        }
+    def made() -> dict[str, float]:
+        now = unet_calls(executor)
+        return {w: now[w] - before[w] for w in now}
 
     await until(  # the last job's calls come after its final event
-        lambda: sum(calls().values()) >= 4 * 6,  # every step of every job: six each, one job per call
+        lambda: sum(made().values()) >= 4 * 6,  # every step of every job: six each, one job per call
         "every UNet call of the actors in the bot's registry",
         timeout=60,
-        seen=calls,
+        seen=made,
     )
-    assert sum(calls().values()) == 4 * 6 and all(calls().values())
+    assert sum(made().values()) == 4 * 6 and all(made().values())
 
 
 async def test_cancel_reaches_a_remote_job_and_queued_jobs_get_estimates(executor: Executor) -> None:

@@ -39,6 +39,7 @@ class Imagine(commands.Cog):
         # Read them now, before the gateway connects: once commands arrive, new jobs would look the same as
         # the ones the last run left behind.
         leftovers = await self.jobs.leftovers()
+        self.jobs.reach_messages_with(lambda job: DiscordReply(self.bot))  # takedowns edit old messages
         self._resuming = asyncio.create_task(self._resume(leftovers))
 
     async def cog_unload(self) -> None:
@@ -152,7 +153,13 @@ class Imagine(commands.Cog):
         message_id = getattr(answered, "message_id", None)
         if message_id is None:
             message_id = (await interaction.original_response()).id
-        return Origin(interaction.user.id, guild_id_of(interaction), interaction.channel_id or 0, message_id)
+        return Origin(
+            interaction.user.id,
+            guild_id_of(interaction),
+            interaction.channel_id or 0,
+            message_id,
+            name=interaction.user.display_name,
+        )
 
     @staticmethod
     async def _refuse(interaction: discord.Interaction[Any], error: ImagineError) -> None:

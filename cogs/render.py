@@ -90,6 +90,11 @@ def final(view: JobView) -> str:
     return short(text, MESSAGE_CHARS)
 
 
+def taken_down(view: JobView) -> str:
+    """In place of a job's message once a moderator took its images down (no prompt: it may be the reason)."""
+    return f"🚫 An image by <@{view.job.user_id}> was taken down by a moderator."
+
+
 def reposted(view: JobView) -> str:
     """The final state as a new message, where the original could not be edited any more."""
     link = jump_url(view.job)

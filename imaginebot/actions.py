@@ -108,6 +108,8 @@ def upscale_tools(job: Job) -> tuple[Action, ...]:
 
 def next_actions(job: Job) -> tuple[tuple[Action, int], ...]:
     """The buttons a job's message offers in its state: (action, tile) pairs, tile 0 where none applies."""
+    if job.hidden:  # taken down by a moderator
+        return ()
     if not job.status.finished:
         return ((Action.CANCEL, 0),)
     if job.status is JobStatus.DONE:
@@ -175,6 +177,8 @@ class Recipes:
         parent = await self.store.get_job(job_id)
         if parent is None:
             raise ImagineError("That job is no longer known to the bot; start a new /imagine.")
+        if parent.hidden:
+            raise ImagineError("A moderator took that image down: its buttons no longer work.")
         return parent
 
     def native(self, request: ImagineRequest) -> int:

@@ -67,7 +67,9 @@ from imaginebot.params import (
     parse_aspect,
 )
 from imaginebot.store import Store
+from imaginebot.store_gallery import GalleryQueries
 from imaginebot.store_models import Delivery, Job, JobKind, JobStatus, NewJob, UserSettings
+from imaginebot.takedowns import PURGE_EVERY_S, Takedowns
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,7 @@ class Origin:
     guild_id: int  # 0 in direct messages
     channel_id: int
     message_id: int
+    name: str = ""  # the user's display name there, for the gallery ("": not known)
 
 
 @dataclass(frozen=True)
@@ -164,15 +167,27 @@ class JobService:
         self.delivery = delivery or DeliveryPolicy()
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
+        self.gallery = GalleryQueries(store)
+        self.takedowns = Takedowns(
+            store,
+            self.gallery,
+            delivery=self.delivery,
+            clock=clock,
+            spawn=self._spawn,
+            redeliver=lambda job, reply, since: self._deliver(job, reply, since=since),
+        )
+        self._purging: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> JobService:
+        """Also purges the files of images taken down over a day ago: now, and every hour."""
+        self._purging = asyncio.create_task(self.takedowns.purge_every(PURGE_EVERY_S), name="purge")
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     async def close(self) -> None:
-        tasks = list(self._tasks)
+        tasks = list(self._tasks) + ([self._purging] if self._purging else [])
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -263,10 +278,31 @@ class JobService:
     def queue(self) -> QueueSnapshot:
         return self.executor.queue_snapshot()
 
+    # -- moderation: taking an image down (imaginebot.takedowns) -------------------------------------------
+
+    def reach_messages_with(self, reply_for: Callable[[Job], Reply]) -> None:
+        """How the service reaches any job's message (the cogs' delivery port): for takedowns and undo."""
+        self.takedowns.reply_for = reply_for
+
+    async def take_down(self, job_id: int, *, guild_id: int, by: int) -> Job:
+        """Hide an image from the gallery and its Discord message, on moderator ``by``'s word (the gallery's
+        Take down; a flagged image's Remove). Undo with ``restore`` within a day."""
+        return await self.takedowns.take_down(job_id, guild_id=guild_id, by=by)
+
+    async def restore(self, job_id: int, *, guild_id: int, by: int) -> Job:
+        """Undo a takedown, within a day of it."""
+        return await self.takedowns.restore(job_id, guild_id=guild_id, by=by)
+
+    async def remember_name(self, guild_id: int, user_id: int, name: str) -> None:
+        """What the gallery calls a user on a server: their display name, as last seen."""
+        if name and guild_id:
+            await self.gallery.remember(guild_id, user_id, name, self._clock())
+
     # -- submitting and following ----------------------------------------------------------------------------
 
     async def _launch(self, origin: Origin, recipe: Recipe, reply: Reply) -> Job:
         await self._check_words(origin.guild_id, recipe.spec)
+        await self.remember_name(origin.guild_id, origin.user_id, origin.name)
         new = NewJob(
             user_id=origin.user_id,
             guild_id=origin.guild_id,
@@ -396,12 +432,18 @@ class JobService:
 
     # -- delivery ------------------------------------------------------------------------------------------
 
-    async def _deliver(self, job: Job, reply: Reply, parent: Job | None = None) -> None:
-        """Push the job's final state through to its message, and record how that went."""
+    async def _deliver(
+        self, job: Job, reply: Reply, parent: Job | None = None, *, since: datetime | None = None
+    ) -> None:
+        """Push the job's final state through to its message, and record how that went. ``since``: when the
+        give-up bound starts (default: when the job ended)."""
         view = JobView(job, parent or await self._parent(job), await self._picture(job))
-        delivery, posted = await deliver_final(view, reply, self.delivery, self._clock())
+        delivery, posted = await deliver_final(view, reply, self.delivery, self._clock(), since=since)
         where = (posted.channel_id, posted.message_id) if posted else None
         await self.store.set_delivery(job.id, delivery, message=where)
+        now = await self.store.get_job(job.id)
+        if delivery is Delivery.DELIVERED and now is not None and now.hidden:
+            await self.takedowns.withdraw_again(now)  # taken down while this was on its way
 
     # -- after a restart -----------------------------------------------------------------------------------
 

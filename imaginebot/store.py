@@ -102,6 +102,8 @@ def _job(row: aiosqlite.Row) -> Job:
         delivery=None if d["delivery"] is None else Delivery(d["delivery"]),
         delivered_at=_dt(d["delivered_at"]),
         edit=None if d["edit"] is None else Edit.from_json(d["edit"]),
+        hidden_at=_dt(d["hidden_at"]),
+        purged_at=_dt(d["purged_at"]),
     )
     return Job(**d, spec=replace(spec, tile=bool(spec.tile)))
 
@@ -246,6 +248,12 @@ class Store:
     async def _one(db: aiosqlite.Connection, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Row | None:
         async with db.execute(sql, tuple(params)) as cursor:
             return await cursor.fetchone()
+
+    # For the store's companions, which keep their SQL next to their code on this connection
+    # (store_gallery.py): a read, a write transaction, and a job from its row.
+    fetch = _all
+    transaction = _tx
+    job_from_row = staticmethod(_job)
 
     # -- jobs and quota --------------------------------------------------------------------------------
 

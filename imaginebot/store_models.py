@@ -128,6 +128,13 @@ class Job:
     delivered_at: datetime | None
     edit: Edit | None = None  # kind EDIT: what it does to its parent
     source: str | None = None  # an image prompt's picture (/imagine with an image), relative to the data dir
+    hidden_at: datetime | None = None  # taken down by a moderator (the gallery and Discord no longer show it)
+    hidden_by: int | None = None  # the moderator who took it down
+    purged_at: datetime | None = None  # its files were deleted from disk, a day after the takedown: no undo
+
+    @property
+    def hidden(self) -> bool:
+        return self.hidden_at is not None
 
 
 @dataclass(frozen=True)
@@ -168,7 +175,7 @@ class ModAction:
     id: int
     guild_id: int
     actor_id: int
-    action: str  # e.g. "quota.set", "usage.reset", "block", "unblock", "word.add", "word.remove"
+    action: str  # e.g. "quota.set", "usage.reset", "block", "unblock", "word.add", "image.take-down"
     target_id: int | None
     detail: str
     at: datetime

@@ -278,7 +278,9 @@ def place_ray_workers(settings: Settings, executor: Executor, stack: contextlib.
 
 
 @contextlib.asynccontextmanager
-async def web_side(settings: Settings, jobs: JobService, data_dir: Path, bot: ImagineBot) -> AsyncIterator[None]:
+async def web_side(
+    settings: Settings, jobs: JobService, data_dir: Path, bot: ImagineBot
+) -> AsyncIterator[None]:
     """The gallery, /healthz and /metrics on IMAGINEBOT_WEB_HOST:IMAGINEBOT_WEB_PORT (none when off); /gallery
     hands out links to it from then on."""
     if settings.web_port is None:

@@ -157,9 +157,9 @@ class Settings(BaseSettings):
     )
     web_url: str | None = Field(
         None,
-        description="the gallery's address as students' browsers reach it, e.g. http://lab-pc.school.lan:8081 "
-        "or https://gallery.example.org behind a proxy (default: http://WEB_HOST:WEB_PORT; with 0.0.0.0, "
-        "this machine's network address)",
+        description="the gallery's address as students' browsers reach it, e.g. "
+        "http://lab-pc.school.lan:8081 or https://gallery.example.org behind a proxy (default: "
+        "http://WEB_HOST:WEB_PORT; with 0.0.0.0, this machine's network address)",
     )
     gallery_link_hours: float = Field(
         24.0, gt=0, le=24 * 30, description="hours a link from /gallery works (then /gallery gives a new one)"

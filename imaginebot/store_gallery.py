@@ -216,12 +216,12 @@ class GalleryQueries:
         )
         return [Store.job_from_row(row) for row in rows]
 
-    async def due_for_purge(self, taken_down_before: datetime) -> list[Job]:
-        """Taken-down jobs whose files are still on disk, taken down before the given time."""
+    async def due_for_purge(self, taken_down_by: datetime) -> list[Job]:
+        """Taken-down jobs whose files are still on disk, taken down at or before the given time."""
         rows = await self.store.fetch(
-            "SELECT * FROM jobs WHERE hidden_at IS NOT NULL AND purged_at IS NULL AND hidden_at < ?"
+            "SELECT * FROM jobs WHERE hidden_at IS NOT NULL AND purged_at IS NULL AND hidden_at <= ?"
             " ORDER BY id",
-            (_iso(taken_down_before),),
+            (_iso(taken_down_by),),
         )
         return [Store.job_from_row(row) for row in rows]
 

@@ -81,6 +81,8 @@ def test_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         ("IMAGINEBOT_MOCK_PORT", "70000", ["IMAGINEBOT_MOCK_PORT", "65535"]),
         ("IMAGINEBOT_GUILD_ID", "my-server", ["IMAGINEBOT_GUILD_ID", "integer"]),
         ("IMAGINEBOT_DISCORD_URL", "localhost:8080", ["IMAGINEBOT_DISCORD_URL", "http://"]),
+        ("IMAGINEBOT_WEB_URL", "lab-pc:8081", ["IMAGINEBOT_WEB_URL='lab-pc:8081'", "http://"]),
+        ("IMAGINEBOT_GALLERY_LINK_HOURS", "0", ["IMAGINEBOT_GALLERY_LINK_HOURS", "greater than 0"]),
     ],
 )
 def test_invalid_value_names_variable_problem_and_allowed(

@@ -81,6 +81,7 @@ def setup_gallery(app: web.Application, context: WebContext, signer: LinkSigner)
     app.middlewares.append(guard)
     job = r"/gallery/jobs/{job_id:\d{1,19}}"
     app.router.add_get("/gallery", every_image)
+    app.router.add_get("/gallery/favicon.svg", favicon)
     app.router.add_get(r"/gallery/students/{user_id:\d{1,20}}", student_page)
     app.router.add_get(job, job_page)
     app.router.add_get(job + "/thumb.webp", thumbnail)
@@ -350,6 +351,15 @@ def moderator_list(listed: pages.ModeratorList) -> Handler:
 
 
 # -- files -------------------------------------------------------------------------------------------------
+
+FAVICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" '
+    'fill="#7c8cff"/><path d="M3 12l3-4 2 2 3-4 2 6z" fill="#fff"/></svg>'
+)
+
+
+async def favicon(request: web.Request) -> web.Response:
+    return web.Response(text=FAVICON, content_type="image/svg+xml")
 
 
 async def thumbnail(request: web.Request) -> web.StreamResponse:

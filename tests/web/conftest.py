@@ -134,9 +134,7 @@ async def gallery(tmp_path: Path, aiohttp_client: Any) -> AsyncIterator[GalleryK
     executor = Executor(FakeEngine(), max_queued_per_user=10, preview_every=1)
     await executor.start()
     reply = RecordingReply()
-    jobs = JobService(
-        store, executor, catalog=CATALOG, delivery=FAST, preview_min_interval=0.0, clock=clock
-    )
+    jobs = JobService(store, executor, catalog=CATALOG, delivery=FAST, preview_min_interval=0.0, clock=clock)
     jobs.reach_messages_with(lambda job: reply)
     signer = LinkSigner(b"k" * 32)
     app = create_app(WebContext(jobs, tmp_path, links=signer, clock=clock, page_size=3))

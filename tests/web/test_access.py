@@ -79,7 +79,9 @@ async def test_a_student_token_opens_only_their_own_images(gallery: GalleryKit) 
 
 async def test_files_are_served_only_through_the_checks(gallery: GalleryKit) -> None:
     job = await gallery.imagine(ALICE, "a red circle")
-    await gallery.get("/gallery", gallery.teacher())  # a moderator's cookie: every check but the path's passes
+    await gallery.get(
+        "/gallery", gallery.teacher()
+    )  # a moderator's cookie: every check but the path's passes
     client = gallery.client
 
     async def status_of(raw_path: str) -> tuple[int, bytes]:

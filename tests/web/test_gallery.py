@@ -1,12 +1,13 @@
-"""The gallery's pages through aiohttp's test client: every image newest first with names, paging, search by
-the words of a prompt, the filters, a student's own page, a job's page with its family, thumbnails made once."""
+"""The gallery's pages through aiohttp's test client: every image newest first with names, paging, search
+by the words of a prompt, the filters, a student's own page, a job's page with its family, thumbnails made
+once."""
 
 from __future__ import annotations
 
 import asyncio
 import re
 
-from conftest import ALICE, BOB, TEACHER, GalleryKit, shown_jobs
+from conftest import ALICE, BOB, GalleryKit, shown_jobs
 
 from imaginebot.actions import Action
 from imaginebot.jobs import Origin
@@ -71,7 +72,9 @@ async def test_filters_by_student_day_model_and_kind(gallery: GalleryKit) -> Non
     gallery.clock.advance(days=1)
     turbo = await gallery.imagine(BOB, "a blue square --model turbo")
     grid = await gallery.imagine(ALICE, "a green star")
-    upscale = await gallery.jobs.act(Origin(ALICE, 10, 20, 900, "Alice"), Action.UPSCALE, grid.id, 2, gallery.reply)
+    upscale = await gallery.jobs.act(
+        Origin(ALICE, 10, 20, 900, "Alice"), Action.UPSCALE, grid.id, 2, gallery.reply
+    )
     upscale = await gallery.finished(upscale.id)
     teacher = gallery.teacher()
 
@@ -88,7 +91,7 @@ async def test_filters_by_student_day_model_and_kind(gallery: GalleryKit) -> Non
     assert await shown("model=shapes") == [upscale.id, grid.id, first.id]
     assert await shown("kind=upscale") == [upscale.id]
     assert await shown(f"kind=imagine&student={ALICE}&day=2026-12-05") == [grid.id]
-    status, html = await gallery.page("/gallery", teacher)
+    _, html = await gallery.page("/gallery", teacher)
     assert '<option value="2026-12-05">' in html and f'<option value="{BOB}">Bob</option>' in html
 
 
@@ -125,7 +128,9 @@ async def test_a_students_own_page_shows_only_their_images(gallery: GalleryKit) 
 async def test_a_jobs_page_shows_prompt_seed_model_date_and_its_family(gallery: GalleryKit) -> None:
     grid = await gallery.imagine(ALICE, "a red circle --seed 40")
     click = Origin(BOB, 10, 20, 901, "Bob")
-    upscale = await gallery.finished((await gallery.jobs.act(click, Action.UPSCALE, grid.id, 3, gallery.reply)).id)
+    upscale = await gallery.finished(
+        (await gallery.jobs.act(click, Action.UPSCALE, grid.id, 3, gallery.reply)).id
+    )
     status, html = await gallery.page(f"/gallery/jobs/{grid.id}", gallery.teacher())
     assert status == 200
     assert f'<code id="prompt">{grid.prompt_text}</code>' in html and 'data-copy="prompt"' in html

@@ -101,23 +101,25 @@ class GalleryQueries:
             where.append("j.kind = ?")
             params.append(wanted.kind.value)
         match = search_query(wanted.words)
-        source = "jobs AS j"
+        source, key = "jobs AS j", "j.id"
         if match is not None:
-            source = "jobs_fts JOIN jobs AS j ON j.id = jobs_fts.rowid"
+            # The index's matches in rowid order, outermost: a page reads its 40 matches and stops, where
+            # walking the jobs and asking the index about each would read every job for a rare word.
+            source, key = "jobs_fts CROSS JOIN jobs AS j ON j.id = jobs_fts.rowid", "jobs_fts.rowid"
             where.append("jobs_fts MATCH ?")
             params.append(match)
         if after is not None and before is None:
-            where.append("j.id > ?")
-            rows = await self._jobs(source, where, [*params, after], "ASC", size + 1)
+            where.append(f"{key} > ?")
+            rows = await self._jobs(source, key, where, [*params, after], "ASC", size + 1)
             if len(rows) > size:  # more newer ones: this page ends just after ``after``
                 shown = rows[:size][::-1]
                 return GalleryPage(tuple(shown), newer=shown[0].id, older=shown[-1].id)
             # the newest page reached: show it whole, as the first page is
             return await self.page(wanted, size=size, default_model=default_model)
         if before is not None:
-            where.append("j.id < ?")
+            where.append(f"{key} < ?")
             params.append(before)
-        rows = await self._jobs(source, where, params, "DESC", size + 1)
+        rows = await self._jobs(source, key, where, params, "DESC", size + 1)
         shown = rows[:size]
         return GalleryPage(
             tuple(shown),
@@ -126,9 +128,9 @@ class GalleryQueries:
         )
 
     async def _jobs(
-        self, source: str, where: Sequence[str], params: Sequence[Any], order: str, limit: int
+        self, source: str, key: str, where: Sequence[str], params: Sequence[Any], order: str, limit: int
     ) -> list[Job]:
-        sql = f"SELECT j.* FROM {source} WHERE {' AND '.join(where)} ORDER BY j.id {order} LIMIT ?"
+        sql = f"SELECT j.* FROM {source} WHERE {' AND '.join(where)} ORDER BY {key} {order} LIMIT ?"
         return [Store.job_from_row(row) for row in await self.store.fetch(sql, [*params, limit])]
 
     async def children(self, job_id: int) -> list[Job]:
@@ -138,15 +140,6 @@ class GalleryQueries:
             (job_id,),
         )
         return [Store.job_from_row(row) for row in rows]
-
-    async def days(self, guild_id: int, *, limit: int = 60) -> list[date]:
-        """The latest UTC days on which the server's shown images were made, newest first."""
-        rows = await self.store.fetch(
-            "SELECT DISTINCT substr(created_at, 1, 10) AS day FROM jobs"
-            " WHERE guild_id = ? AND status = 'done' AND hidden_at IS NULL ORDER BY day DESC LIMIT ?",
-            (guild_id, limit),
-        )
-        return [date.fromisoformat(row["day"]) for row in rows]
 
     # -- members' names ----------------------------------------------------------------------------------
 

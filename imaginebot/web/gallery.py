@@ -247,7 +247,6 @@ async def _listing(
         filters=wanted,
         filtered=filtered,
         members=await queries.members(viewer.guild_id) if members else [],
-        days=await queries.days(viewer.guild_id),
         models=models,
         kinds=[(kind.value, label) for kind, label in pages.KIND_LABELS.items()],
         cards=await pages.cards(queries, viewer.guild_id, page.jobs, now, actions),

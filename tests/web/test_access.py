@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import re
 
-from conftest import ALICE, BOB, OTHER_GUILD, TEACHER, GalleryKit, form_key, shown_jobs
+from gallerykit import ALICE, BOB, OTHER_GUILD, TEACHER, GalleryKit, form_key, shown_jobs
 from yarl import URL
 
 from imaginebot.store import DB_NAME

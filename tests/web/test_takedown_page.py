@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import ALICE, GUILD, TEACHER, GalleryKit, form_key, shown_jobs
+from gallerykit import ALICE, GUILD, TEACHER, GalleryKit, form_key, shown_jobs
 
 
 async def until_withdrawn(gallery: GalleryKit, count: int) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from conftest import ALICE, GUILD, OTHER_GUILD, TEACHER, GalleryKit
+from gallerykit import ALICE, GUILD, OTHER_GUILD, TEACHER, GalleryKit
 
 from imaginebot.actions import Action
 from imaginebot.delivery import DeliveryFailed, JobView, Posted, Update

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 
-from conftest import ALICE, BOB, GalleryKit, shown_jobs
+from gallerykit import ALICE, BOB, GalleryKit, shown_jobs
 
 from imaginebot.actions import Action
 from imaginebot.jobs import Origin
@@ -92,7 +92,9 @@ async def test_filters_by_student_day_model_and_kind(gallery: GalleryKit) -> Non
     assert await shown("kind=upscale") == [upscale.id]
     assert await shown(f"kind=imagine&student={ALICE}&day=2026-12-05") == [grid.id]
     _, html = await gallery.page("/gallery", teacher)
-    assert '<option value="2026-12-05">' in html and f'<option value="{BOB}">Bob</option>' in html
+    assert f'<option value="{BOB}">Bob</option>' in html
+    _, html = await gallery.page(f"/gallery?day=2026-12-05&student={BOB}", teacher)
+    assert 'name="day" value="2026-12-05"' in html and f'<option value="{BOB}" selected>Bob</option>' in html
 
 
 async def test_bad_filters_say_what_is_wrong_and_what_is_allowed(gallery: GalleryKit) -> None:

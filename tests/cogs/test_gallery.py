@@ -102,3 +102,17 @@ async def test_take_down_replaces_the_message_goes_into_modlog_and_undo_restores
         lambda m: m.id == grid.id and bool(m.attachments) and len(m.custom_ids) == 9, timeout=TIMEOUT
     )
     assert "a red circle" in back.content and back.attachments[0].data[:4] == b"\x89PNG"
+
+
+async def test_a_message_the_bot_may_no_longer_edit_is_deleted_instead(
+    mock_discord: Any, bot_factory: BotFactory
+) -> None:
+    running = await bot_factory()
+    mock = mock_discord
+    grid = await imagine(mock, mock.alice, "a red circle --steps 2 --seed 3")
+    mock.expire_tokens()  # past the interaction token's 15 minutes: only the bot token is left
+    mock.deny_bot(mock.channel, edit=True)
+    await running.jobs.take_down(job_id_of(grid), guild_id=mock.guild_id, by=mock.moderator.id)
+    await running.jobs.idle()
+    assert grid.id not in [m.id for m in mock.messages()]
+    assert mock.requests(status=204, path_contains=f"/messages/{grid.id}")

@@ -352,7 +352,11 @@ async def run(settings: Settings, *, mock: bool) -> None:
                 f"Logging in to Discord at {url or DEFAULT_DISCORD_URL}", login(bot, token)
             )
             if mock:
-                print(f"\nThe local Discord is ready: open {server.page_url} in a browser.\n", flush=True)
+                gallery = " Type /gallery there for the class gallery." if bot.gallery_links else ""
+                print(
+                    f"\nThe local Discord is ready: open {server.page_url} in a browser.{gallery}\n",
+                    flush=True,
+                )
             await bot.connect()
 
 

@@ -3,17 +3,8 @@ delivery port, the action in the moderation log, listed under "Taken down" with 
 
 from __future__ import annotations
 
-import asyncio
-
 from gallerykit import ALICE, GUILD, TEACHER, GalleryKit, form_key, shown_jobs
-
-
-async def until_withdrawn(gallery: GalleryKit, count: int) -> None:
-    for _ in range(500):
-        if len(gallery.reply.withdrawn) >= count:
-            return
-        await asyncio.sleep(0.01)
-    raise TimeoutError(f"withdrawn: {[v.job.id for v in gallery.reply.withdrawn]}, expected {count}")
+from waiting import until
 
 
 async def test_take_down_hides_at_once_withdraws_the_message_logs_it_and_undo_brings_it_back(
@@ -41,7 +32,12 @@ async def test_take_down_hides_at_once_withdraws_the_message_logs_it_and_undo_br
     ):
         answer = await gallery.get(path, alice)
         assert answer.status == 404, path  # gone for its student too
-    await until_withdrawn(gallery, 1)
+    await until(
+        lambda: bool(gallery.reply.withdrawn),
+        "the notice in its message",
+        timeout=30,
+        seen=lambda: [view.job.id for view in gallery.reply.withdrawn],
+    )
     withdrawn = gallery.reply.withdrawn[0].job
     assert withdrawn.id == job.id and withdrawn.hidden and withdrawn.hidden_by == TEACHER
     (entry,) = await gallery.store.moderation_log(GUILD)

@@ -7,24 +7,40 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 from gallerykit import ALICE, GUILD, OTHER_GUILD, TEACHER, GalleryKit
+from waiting import until, within
 
 from imaginebot.actions import Action
 from imaginebot.delivery import DeliveryFailed, JobView, Posted, Update
 from imaginebot.errors import ImagineError
 from imaginebot.jobs import Origin
 from imaginebot.store_gallery import thumbnail_of
+from imaginebot.store_models import Job, JobStatus
+
+TIMEOUT = 30
 
 
-async def until(check: Callable[[], Any], what: Callable[[], str]) -> None:
-    for _ in range(500):
-        if await check() if asyncio.iscoroutinefunction(check) else check():
-            return
-        await asyncio.sleep(0.01)
-    raise TimeoutError(what())
+@dataclass
+class Watch:
+    """The latest row of a job seen while waiting for it to reach a state (what a time-out shows)."""
+
+    gallery: GalleryKit
+    job_id: int
+    seen: Job | None = None
+
+    async def until(self, check: Callable[[Job], bool]) -> Job:
+        while True:
+            self.seen = await self.gallery.store.get_job(self.job_id)
+            if self.seen is not None and check(self.seen):
+                return self.seen
+            await asyncio.sleep(0.02)
+
+    async def reaches(self, what: str, check: Callable[[Job], bool]) -> Job:
+        return await within(
+            self.until(check), f"job {self.job_id}: {what}", timeout=TIMEOUT, seen=lambda: self.seen
+        )
 
 
 async def test_files_stay_for_the_day_of_undo_then_the_purge_deletes_them(gallery: GalleryKit) -> None:
@@ -58,14 +74,7 @@ async def test_the_service_purges_at_start(gallery: GalleryKit) -> None:
     await gallery.jobs.take_down(job.id, guild_id=GUILD, by=TEACHER)
     gallery.clock.advance(days=2)  # the bot was off meanwhile
     async with gallery.jobs:
-
-        async def purged() -> bool:
-            found = await gallery.store.get_job(job.id)
-            return found is not None and found.purged_at is not None
-
-        await until(
-            purged, lambda: f"job {job.id}'s files: {list(gallery.jobs.store.job_dir(job.id).glob('*'))}"
-        )
+        await Watch(gallery, job.id).reaches("purged", lambda found: found.purged_at is not None)
     assert not gallery.jobs.store.job_dir(job.id).exists()
 
 
@@ -133,13 +142,9 @@ async def test_taken_down_while_its_grid_was_on_its_way_the_notice_wins(gallery:
     gallery.jobs.reach_messages_with(lambda job: held)
     job = await gallery.jobs.imagine(origin, "a red circle", held)
 
-    async def done() -> bool:
-        found = await gallery.store.get_job(job.id)
-        return found is not None and found.status == "done"
-
-    await until(done, lambda: f"job {job.id} never finished")
+    await Watch(gallery, job.id).reaches("done", lambda found: found.status is JobStatus.DONE)
     await gallery.jobs.take_down(job.id, guild_id=GUILD, by=TEACHER)  # its grid is still on its way
-    await until(lambda: held.log, lambda: "the takedown's notice never went out")
+    await until(lambda: bool(held.log), "the takedown's notice", timeout=TIMEOUT, seen=lambda: held.log)
     held.hold.set()  # type: ignore[union-attr]
     await gallery.jobs.idle()
     assert held.log == [f"withdraw {job.id}", f"deliver {job.id}", f"withdraw {job.id}"]

@@ -79,7 +79,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def setup_gallery(app: web.Application, context: WebContext, signer: LinkSigner) -> None:
     app[GALLERY] = GalleryState(context, signer, Thumbnails(context.data_dir))
     app.middlewares.append(guard)
-    job = r"/gallery/jobs/{job_id:\d{1,19}}"
+    job = r"/gallery/jobs/{job_id:\d{1,20}}"
     app.router.add_get("/gallery", every_image)
     app.router.add_get("/gallery/favicon.svg", favicon)
     app.router.add_get(r"/gallery/students/{user_id:\d{1,20}}", student_page)
@@ -182,13 +182,23 @@ def _page(request: web.Request, template: str, **values: Any) -> web.Response:
 # -- pages -------------------------------------------------------------------------------------------------
 
 
+MAX_ID = 2**63 - 1  # SQLite's integers (and Discord's snowflakes)
+
+
 def _int(request: web.Request, name: str) -> int | None:
     value = request.query.get(name, "").strip()
     if not value:
         return None
-    if not value.isdigit() or len(value) > 20:
+    if not value.isdigit() or int(value) > MAX_ID:
         raise Refusal(400, f"'{name}' is not a number", f"{name}= takes a number, like {name}=120.")
     return int(value)
+
+
+def _path_id(request: web.Request, name: str) -> int:
+    value = int(request.match_info[name])  # the route let digits alone through
+    if value > MAX_ID:
+        raise Refusal(404, "Not found", "There is nothing here.")
+    return value
 
 
 def _filter(request: web.Request, viewer: Viewer, user_id: int | None) -> GalleryFilter:
@@ -242,7 +252,7 @@ async def _listing(
         title=heading,
         heading=heading,
         explain="",
-        tabs=await _tabs(request, ""),
+        tabs=_tabs(request, ""),
         action=action,
         filters=wanted,
         filtered=filtered,
@@ -256,7 +266,7 @@ async def _listing(
     )
 
 
-async def _tabs(request: web.Request, current: str) -> list[pages.Tab]:
+def _tabs(request: web.Request, current: str) -> list[pages.Tab]:
     return pages.tabs(current, {}) if request[VIEWER].moderator else []
 
 
@@ -275,7 +285,7 @@ async def every_image(request: web.Request) -> web.Response:
 
 async def student_page(request: web.Request) -> web.Response:
     viewer = request[VIEWER]
-    user_id = int(request.match_info["user_id"])
+    user_id = _path_id(request, "user_id")
     if not viewer.moderator and user_id != viewer.user_id:
         raise Refusal(403, "Not yours", "Your link opens only your own images.")
     names = await request.app[GALLERY].jobs.gallery.names(viewer.guild_id, [user_id])
@@ -289,7 +299,7 @@ async def _visible_job(request: web.Request) -> Job:
     """The job in the URL, if this viewer may look at it: 404 when the server has no such image (or a student
     asks for one taken down), 403 when it is another student's."""
     state, viewer = request.app[GALLERY], request[VIEWER]
-    job = await state.jobs.store.get_job(int(request.match_info["job_id"]))
+    job = await state.jobs.store.get_job(_path_id(request, "job_id"))
     if job is None or job.guild_id != viewer.guild_id or job.status is not JobStatus.DONE:
         raise Refusal(404, "No such image", "There is no such image in this server's gallery.")
     if not viewer.may_see(job):
@@ -318,7 +328,7 @@ async def job_page(request: web.Request) -> web.Response:
         request,
         "job.html",
         title=job.spec.prompt[:80],
-        tabs=await _tabs(request, ""),
+        tabs=_tabs(request, ""),
         job=job,
         c=card,
         main_file="grid.png" if job.grid else "tile-1.png",
@@ -342,7 +352,7 @@ def moderator_list(listed: pages.ModeratorList) -> Handler:
         cards = await pages.cards(queries, viewer.guild_id, jobs, state.context.clock(), listed.actions)
         return _page(
             request, "list.html", title=listed.title, heading=listed.title, explain=listed.explain,
-            tabs=await _tabs(request, listed.slug), filters=None, cards=cards, newer_url=None, older_url=None,
+            tabs=_tabs(request, listed.slug), filters=None, cards=cards, newer_url=None, older_url=None,
             empty=listed.empty,
         )  # fmt: skip
 
@@ -399,7 +409,7 @@ async def act(request: web.Request) -> web.StreamResponse:
     if not hmac.compare_digest(key, state.signer.form_key(request[TOKEN])):
         raise Refusal(403, "This form is out of date", "Reload the page and try again.")
     try:
-        await run(state.jobs, int(request.match_info["job_id"]), viewer)
+        await run(state.jobs, _path_id(request, "job_id"), viewer)
     except ImagineError as error:
         raise Refusal(409, "That didn't work", str(error)) from None
     back = str(form.get("next", ""))

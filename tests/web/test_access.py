@@ -104,6 +104,9 @@ async def test_files_are_served_only_through_the_checks(gallery: GalleryKit) -> 
         f"/gallery/images/{job.id}/grid.png",
         f"/images/{job.id}/grid.png",
         "/imaginebot.db",
+        "/gallery/jobs/99999999999999999999",  # past SQLite's integers
+        "/gallery/jobs/99999999999999999999/grid.png",
+        "/gallery/students/99999999999999999999",
     ]:
         status, body = await status_of(raw)
         assert status == 404 and secret not in body, (raw, status)

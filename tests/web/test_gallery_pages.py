@@ -105,6 +105,7 @@ async def test_bad_filters_say_what_is_wrong_and_what_is_allowed(gallery: Galler
         ("model=sdxl", "shapes, turbo"),
         ("before=abc", "before= takes a number"),
         ("student=me", "student= takes a number"),
+        ("before=99999999999999999999", "before= takes a number"),
     ]:
         status, html = await gallery.page(f"/gallery?{query}", teacher)
         assert status == 400 and words in html, (query, html)

@@ -39,12 +39,13 @@ class Imagine(commands.Cog):
         # Read them now, before the gateway connects: once commands arrive, new jobs would look the same as
         # the ones the last run left behind.
         leftovers = await self.jobs.leftovers()
+        # a takedown, its undo and a moderator's review change delivered messages: through the bot token,
+        # as after a restart
+        self.jobs.reach_messages_with(lambda job: DiscordReply(self.bot))
         self._resuming = asyncio.create_task(self._resume(leftovers))
-        # a moderator's review changes a delivered message: through the bot token, as after a restart
-        self.jobs.reply_for = lambda job: DiscordReply(self.bot)
 
     async def cog_unload(self) -> None:
-        self.jobs.reply_for = None
+        self.jobs.reach_messages_with(None)
         if self._resuming is not None:
             self._resuming.cancel()
 
@@ -155,7 +156,13 @@ class Imagine(commands.Cog):
         message_id = getattr(answered, "message_id", None)
         if message_id is None:
             message_id = (await interaction.original_response()).id
-        return Origin(interaction.user.id, guild_id_of(interaction), interaction.channel_id or 0, message_id)
+        return Origin(
+            interaction.user.id,
+            guild_id_of(interaction),
+            interaction.channel_id or 0,
+            message_id,
+            name=interaction.user.display_name,
+        )
 
     @staticmethod
     async def _refuse(interaction: discord.Interaction[Any], error: ImagineError) -> None:

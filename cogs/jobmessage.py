@@ -107,6 +107,17 @@ class DiscordReply:
             log.info("job %s: %s; posting the result as a new message", job.id, error)
         return await self._post(view, data, filename)
 
+    async def withdraw(self, view: JobView) -> None:
+        job = view.job
+        try:
+            await self._edit(job, render.taken_down(view), None, "")  # no picture, and no buttons: it's down
+        except _CannotEdit as error:
+            log.info("job %s: %s; deleting the message instead", job.id, error)
+            assert job.message_id is not None
+            message = self.bot.get_partial_messageable(job.channel_id).get_partial_message(job.message_id)
+            with _translated():
+                await message.delete()
+
     async def _post(self, view: JobView, data: bytes | None, filename: str) -> Posted:
         job = view.job
 

@@ -13,7 +13,7 @@ from imaginebot.actions import PANS, UPSCALE_SUBTLE, Action
 from imaginebot.delivery import JobView, Update, Waiting
 from imaginebot.engine.grid import EncodedImage, encode_under_limit
 from imaginebot.review import review_note
-from imaginebot.store_models import Job, JobKind, JobStatus, Review
+from imaginebot.store_models import Job, JobKind, JobStatus
 
 DISCORD_UPLOAD_LIMIT = 10 * 1024 * 1024  # bytes: Discord's attachment limit on a server without boosts
 
@@ -66,8 +66,6 @@ def final(view: JobView) -> str:
     """How the job ended."""
     job = view.job
     match job.status:
-        case JobStatus.DONE if job.review is Review.REMOVED:
-            text = f"{headline(view)}\n🚫 A moderator removed these images."
         case JobStatus.DONE:
             seeds = job.spec.seeds
             seed = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}–{seeds[-1]}"
@@ -93,6 +91,11 @@ def final(view: JobView) -> str:
         case _:
             raise ValueError(f"job {job.id} has not ended ({job.status})")
     return short(text, MESSAGE_CHARS)
+
+
+def taken_down(view: JobView) -> str:
+    """In place of a job's message once a moderator took its images down (no prompt: it may be the reason)."""
+    return f"🚫 An image by <@{view.job.user_id}> was taken down by a moderator."
 
 
 def reposted(view: JobView) -> str:
@@ -161,7 +164,7 @@ def encode_picture(picture: Image.Image) -> EncodedImage:
 
 def is_spoiler(job: Job) -> bool:
     """Posted as a spoiler (Discord hides it behind a click): while flagged images wait for a moderator."""
-    return job.review is Review.WAITING
+    return any(job.held_back(tile) for tile in job.flagged)
 
 
 def file_stem(job: Job) -> str:

@@ -21,7 +21,7 @@ from imaginebot.engine.canvas import Direction
 from imaginebot.errors import ImagineError
 from imaginebot.params import ImagineRequest, parse
 from imaginebot.store import Store
-from imaginebot.store_models import Edit, EditKind, Job, JobKind, JobStatus, Review
+from imaginebot.store_models import Edit, EditKind, Job, JobKind, JobStatus
 
 VARY_SUBTLE, VARY_STRONG = 0.35, 0.75  # img2img strength of Vary (Subtle) / Vary (Strong)
 UPSCALE_SUBTLE, UPSCALE_CREATIVE = 0.2, 0.5  # of Upscale (Subtle) / (Creative): 2x again, refined
@@ -108,10 +108,10 @@ def upscale_tools(job: Job) -> tuple[Action, ...]:
 
 def next_actions(job: Job) -> tuple[tuple[Action, int], ...]:
     """The buttons a job's message offers in its state: (action, tile) pairs, tile 0 where none applies."""
+    if job.hidden:  # taken down by a moderator
+        return ()
     if not job.status.finished:
         return ((Action.CANCEL, 0),)
-    if job.review is Review.REMOVED:  # taken down by a moderator: nothing more comes of it
-        return ()
     if job.status is JobStatus.DONE:
         if job.kind is JobKind.UPSCALE:
             return tuple((action, 0) for action in upscale_tools(job))
@@ -177,8 +177,8 @@ class Recipes:
         parent = await self.store.get_job(job_id)
         if parent is None:
             raise ImagineError("That job is no longer known to the bot; start a new /imagine.")
-        if parent.review is Review.REMOVED:
-            raise ImagineError("A moderator removed that job's images: its buttons no longer work.")
+        if parent.hidden:
+            raise ImagineError("A moderator took that image down: its buttons no longer work.")
         return parent
 
     def native(self, request: ImagineRequest) -> int:

@@ -161,6 +161,15 @@ class Settings(BaseSettings):
         le=65535,
         description="port of the gallery, /healthz and /metrics (0: any free port; off: none)",
     )
+    web_url: str | None = Field(
+        None,
+        description="the gallery's address as students' browsers reach it, e.g. "
+        "http://lab-pc.school.lan:8081 or https://gallery.example.org behind a proxy (default: "
+        "http://WEB_HOST:WEB_PORT; with 0.0.0.0, this machine's network address)",
+    )
+    gallery_link_hours: float = Field(
+        24.0, gt=0, le=24 * 30, description="hours a link from /gallery works (then /gallery gives a new one)"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="logging level")
 
     @field_validator("quota_per_day", mode="before")
@@ -241,7 +250,7 @@ class Settings(BaseSettings):
         width, height = parse_aspect(value)  # its ValueError says what is allowed
         return f"{width}:{height}"
 
-    @field_validator("discord_url")
+    @field_validator("discord_url", "web_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"https?://[^\s/]+(/.*)?", value):

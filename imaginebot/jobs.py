@@ -71,7 +71,9 @@ from imaginebot.params import (
 )
 from imaginebot.review import Reviews, held_back_picture
 from imaginebot.store import Store
-from imaginebot.store_models import Delivery, Job, JobKind, JobStatus, NewJob, Review, UserSettings
+from imaginebot.store_gallery import GalleryQueries
+from imaginebot.store_models import Delivery, Job, JobKind, JobStatus, NewJob, UserSettings
+from imaginebot.takedowns import PURGE_EVERY_S, Takedowns
 from imaginebot.work import WorkerStatus
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,7 @@ class Origin:
     guild_id: int  # 0 in direct messages
     channel_id: int
     message_id: int
+    name: str = ""  # the user's display name there, for the gallery ("": not known)
 
 
 @dataclass(frozen=True)
@@ -171,19 +174,35 @@ class JobService:
         self._tasks: set[asyncio.Task[None]] = set()
         self.metrics: Metrics = executor.metrics  # one registry per bot: the executor's
         self.metrics.watch(self._live)
-        # A job's message once nobody follows the job any more (a moderator's review changes it): set by the
-        # cogs, which know how to reach a message.
+        # Any job's message, once nobody follows the job any more (a takedown, a review changes it): set by
+        # the cogs, which know how to reach a message (``reach_messages_with``).
         self.reply_for: Callable[[Job], Reply] | None = None
-        self.reviews = Reviews(store, show_again=self._show_again)
+        self.gallery = GalleryQueries(store)
+        self.takedowns = Takedowns(
+            store,
+            self.gallery,
+            delivery=self.delivery,
+            clock=clock,
+            spawn=self._spawn,
+            redeliver=lambda job, reply, since: self._deliver(job, reply, since=since),
+        )
+        self.reviews = Reviews(
+            store,
+            show_again=self._show_again,
+            take_down=lambda job, by: self.takedowns.take_down(job.id, guild_id=job.guild_id, by=by),
+        )
+        self._purging: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> JobService:
+        """Also purges the files of images taken down over a day ago: now, and every hour."""
+        self._purging = asyncio.create_task(self.takedowns.purge_every(PURGE_EVERY_S), name="purge")
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     async def close(self) -> None:
-        tasks = list(self._tasks)
+        tasks = list(self._tasks) + ([self._purging] if self._purging else [])
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -285,10 +304,32 @@ class JobService:
         jobs.update(("queued", entry.kind.value) for entry in snapshot.queued)
         return Live(jobs, self.workers())
 
+    # -- moderation: taking an image down (imaginebot.takedowns) -------------------------------------------
+
+    def reach_messages_with(self, reply_for: Callable[[Job], Reply] | None) -> None:
+        """How the service reaches any job's message (the cogs' delivery port): for takedowns, their undo
+        and reviews."""
+        self.reply_for = self.takedowns.reply_for = reply_for
+
+    async def take_down(self, job_id: int, *, guild_id: int, by: int) -> Job:
+        """Hide an image from the gallery and its Discord message, on moderator ``by``'s word (the gallery's
+        Take down; a flagged image's Remove). Undo with ``restore`` within a day."""
+        return await self.takedowns.take_down(job_id, guild_id=guild_id, by=by)
+
+    async def restore(self, job_id: int, *, guild_id: int, by: int) -> Job:
+        """Undo a takedown, within a day of it."""
+        return await self.takedowns.restore(job_id, guild_id=guild_id, by=by)
+
+    async def remember_name(self, guild_id: int, user_id: int, name: str) -> None:
+        """What the gallery calls a user on a server: their display name, as last seen."""
+        if name and guild_id:
+            await self.gallery.remember(guild_id, user_id, name, self._clock())
+
     # -- submitting and following ----------------------------------------------------------------------------
 
     async def _launch(self, origin: Origin, recipe: Recipe, reply: Reply) -> Job:
         await self._check_words(origin.guild_id, recipe.spec)
+        await self.remember_name(origin.guild_id, origin.user_id, origin.name)
         new = NewJob(
             user_id=origin.user_id,
             guild_id=origin.guild_id,
@@ -419,10 +460,10 @@ class JobService:
     async def _picture(self, job: Job) -> Image.Image | None:
         """What the job's message shows: its grid or image, its held-back tiles blurred; nothing removed."""
         path = job.grid or (job.images[0] if job.images else None)
-        if job.status is not JobStatus.DONE or path is None or job.review is Review.REMOVED:
+        if job.status is not JobStatus.DONE or path is None or job.hidden:
             return None
         try:
-            if job.review is Review.WAITING:
+            if any(job.held_back(tile) for tile in job.flagged):
                 tiles = [await self.store.load_image(tile) for tile in job.images]
                 return await asyncio.to_thread(held_back_picture, job, tiles)
             return await self.store.load_image(path)
@@ -433,23 +474,25 @@ class JobService:
     # -- delivery ------------------------------------------------------------------------------------------
 
     async def _deliver(
-        self, job: Job, reply: Reply, parent: Job | None = None, *, again: bool = False
+        self, job: Job, reply: Reply, parent: Job | None = None, *, since: datetime | None = None
     ) -> None:
-        """Push the job's final state through to its message, and record how that went. ``again``: what a
-        delivered message shows changed (a review): its own bound from now."""
+        """Push the job's final state through to its message, and record how that went. ``since``: when the
+        give-up bound starts (default: when the job ended; what a moderator changes later starts its own)."""
         view = JobView(job, parent or await self._parent(job), await self._picture(job))
-        now = self._clock()
         delivery, posted = await deliver_final(
             view,
             reply,
             self.delivery,
-            now,
-            since=now if again else None,
+            self._clock(),
+            since=since,
             on_retry=self.metrics.delivery_retries.inc,
         )
         self.metrics.deliveries.labels(delivery.value).inc()
         where = (posted.channel_id, posted.message_id) if posted else None
         await self.store.set_delivery(job.id, delivery, message=where)
+        now = await self.store.get_job(job.id)
+        if delivery is Delivery.DELIVERED and now is not None and now.hidden:
+            await self.takedowns.withdraw_again(now)  # taken down while this was on its way
 
     # -- a moderator's review of flagged images (``reviews``) ----------------------------------------------
 
@@ -461,7 +504,7 @@ class JobService:
         for task in list(self._tasks):
             if task.get_name() == f"job-{job.id}":
                 task.cancel()  # its first delivery, still retrying: it would show the old state
-        self._spawn(self._deliver(job, self.reply_for(job), again=True), job.id)
+        self._spawn(self._deliver(job, self.reply_for(job), since=self._clock()), job.id)
 
     # -- after a restart -----------------------------------------------------------------------------------
 

@@ -50,19 +50,19 @@ def review_note(job: Job) -> str:
 class Reviews:
     """The job service's side of a moderator's review (``JobService.reviews``): what waits, and the two
     decisions. ``show_again``: the service's way to show a job's new state in its message; ``take_down``:
-    what a removal does (by default ``hide``; the gallery's takedown, with its undo, is meant to take its
-    place)."""
+    what a removal does besides recording it (the gallery's takedown: hidden everywhere, the message a
+    notice, undo for a day)."""
 
     def __init__(
         self,
         store: Store,
         *,
         show_again: Callable[[Job], None],
-        take_down: Callable[[Job, int], Awaitable[Job]] | None = None,
+        take_down: Callable[[Job, int], Awaitable[Job]],
     ) -> None:
         self.store = store
         self._show_again = show_again
-        self._take_down = take_down or self.hide
+        self._take_down = take_down
 
     async def waiting(self, guild_id: int) -> list[Job]:
         """The server's jobs whose flagged images wait for a moderator, oldest first."""
@@ -79,18 +79,13 @@ class Reviews:
         return released
 
     async def remove(self, guild_id: int, job_id: int, *, by: int) -> Job:
-        """Moderator ``by`` removes the flagged images: the job is taken down."""
+        """Moderator ``by`` removes the flagged images: the decision is recorded and the job taken down (an
+        undo puts it back in the review list)."""
         job = await self._waiting(guild_id, job_id)
-        log.info("job %s: removed by moderator %s", job.id, by)
-        return await self._take_down(job, by)
-
-    async def hide(self, job: Job, by: int) -> Job:
-        """Take a job down: its message becomes a notice without picture or buttons, its tiles can't be
-        used, and it no longer waits for a review."""
         removed = await self.store.set_review(job.id, Review.REMOVED, by=by)
         assert removed is not None
-        self._show_again(removed)
-        return removed
+        log.info("job %s: removed by moderator %s", job.id, by)
+        return await self._take_down(removed, by)
 
     async def _waiting(self, guild_id: int, job_id: int) -> Job:
         job = await self.store.get_job(job_id)

@@ -106,6 +106,8 @@ def _job(row: aiosqlite.Row) -> Job:
         flagged=tuple(json.loads(d["flagged"])),
         review=None if d["review"] is None else Review(d["review"]),
         reviewed_at=_dt(d["reviewed_at"]),
+        hidden_at=_dt(d["hidden_at"]),
+        purged_at=_dt(d["purged_at"]),
     )
     return Job(**d, spec=replace(spec, tile=bool(spec.tile)))
 
@@ -250,6 +252,12 @@ class Store:
     async def _one(db: aiosqlite.Connection, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Row | None:
         async with db.execute(sql, tuple(params)) as cursor:
             return await cursor.fetchone()
+
+    # For the store's companions, which keep their SQL next to their code on this connection
+    # (store_gallery.py): a read, a write transaction, and a job from its row.
+    fetch = _all
+    transaction = _tx
+    job_from_row = staticmethod(_job)
 
     # -- jobs and quota --------------------------------------------------------------------------------
 

@@ -142,11 +142,19 @@ class Job:
     reviewed_at: datetime | None = None
 
     def held_back(self, tile: int) -> bool:
-        """Whether 0-based ``tile`` may not be shown in clear nor worked on (U, V, the tools): it waits for
-        a moderator, or the job was removed."""
-        if self.review is Review.REMOVED:
+        """Whether 0-based ``tile`` may not be shown in clear nor worked on (U, V, the tools): the job was
+        taken down, or the tile is flagged and no moderator released it."""
+        if self.hidden:
             return True
-        return self.review is Review.WAITING and tile in self.flagged
+        return tile in self.flagged and self.review is not Review.RELEASED
+
+    hidden_at: datetime | None = None  # taken down by a moderator (the gallery and Discord no longer show it)
+    hidden_by: int | None = None  # the moderator who took it down
+    purged_at: datetime | None = None  # its files were deleted from disk, a day after the takedown: no undo
+
+    @property
+    def hidden(self) -> bool:
+        return self.hidden_at is not None
 
 
 @dataclass(frozen=True)
@@ -187,7 +195,7 @@ class ModAction:
     id: int
     guild_id: int
     actor_id: int
-    action: str  # e.g. "quota.set", "usage.reset", "block", "unblock", "word.add", "word.remove"
+    action: str  # e.g. "quota.set", "usage.reset", "block", "unblock", "word.add", "image.take-down"
     target_id: int | None
     detail: str
     at: datetime

@@ -86,6 +86,8 @@ def test_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
             "/no/such/folder",
             ["IMAGINEBOT_SAFETY_CHECKER", "not a folder", "none"],
         ),
+        ("IMAGINEBOT_WEB_URL", "lab-pc:8081", ["IMAGINEBOT_WEB_URL='lab-pc:8081'", "http://"]),
+        ("IMAGINEBOT_GALLERY_LINK_HOURS", "0", ["IMAGINEBOT_GALLERY_LINK_HOURS", "greater than 0"]),
     ],
 )
 def test_invalid_value_names_variable_problem_and_allowed(

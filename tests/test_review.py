@@ -54,7 +54,7 @@ async def jobs(
     service = JobService(
         store, executor, catalog=Catalog.single(64, DEFAULTS), seeds=lambda: next(seeds), delivery=FAST
     )
-    service.reply_for = lambda job: replies.setdefault(job.id, FakeReply())
+    service.reach_messages_with(lambda job: replies.setdefault(job.id, FakeReply()))
     yield service
     await service.close()
     await executor.stop()
@@ -152,15 +152,16 @@ async def test_a_removal_takes_the_job_down(jobs: JobService, replies: dict[int,
     with pytest.raises(ImagineError, match=f"no job {job.id} on this server"):
         await jobs.reviews.remove(GUILD + 1, job.id, by=MODERATOR)  # a moderator of another server
     removed = await jobs.reviews.remove(GUILD, job.id, by=MODERATOR)
-    assert removed.review is Review.REMOVED and next_actions(removed) == ()
+    assert removed.review is Review.REMOVED and removed.hidden and next_actions(removed) == ()
     await jobs.idle()
-    [view] = replies[job.id].delivered
-    assert view.picture is None and view.job.review is Review.REMOVED  # a notice, no picture, no buttons
+    [view] = replies[job.id].withdrawn  # the takedown's notice: no picture, no buttons
+    assert view.job.hidden and view.job.review is Review.REMOVED
     for action, tile in ((Action.UPSCALE, 1), (Action.REROLL, 0)):
-        with pytest.raises(ImagineError, match="A moderator removed that job's images"):
+        with pytest.raises(ImagineError, match="A moderator took that image down"):
             await jobs.act(origin(BOB, 600), action, job.id, tile, FakeReply())
     assert await jobs.reviews.waiting(GUILD) == []
-    assert [entry.action for entry in await jobs.store.moderation_log(GUILD)] == ["image.remove"]
+    log = [entry.action for entry in await jobs.store.moderation_log(GUILD)]
+    assert log == ["image.take-down", "image.remove"]  # newest first
     with pytest.raises(ImagineError, match="it was removed"):
         await jobs.reviews.release(GUILD, job.id, by=MODERATOR)
 

@@ -90,8 +90,8 @@ async def test_a_removed_grid_becomes_a_notice(
     notice = await mock_discord.wait_for_message(
         lambda m: m.id == grid.id and not m.attachments, timeout=TIMEOUT
     )
-    assert "A moderator removed these images" in notice.content and notice.custom_ids == []
-    assert "a blue square" in notice.content  # the headline stays: whose job it was
+    assert "was taken down by a moderator" in notice.content and notice.custom_ids == []
+    assert "a blue square" not in notice.content  # the takedown's notice: the prompt may be why
 
 
 async def test_a_checker_that_flags_nothing_changes_nothing(

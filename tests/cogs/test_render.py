@@ -209,7 +209,7 @@ def test_a_job_under_review_says_which_images_wait_and_is_a_spoiler() -> None:
     assert "This image was flagged by the safety checker" in render.final(JobView(single))
     released = replace(waiting, review=Review.RELEASED)
     assert "flagged" not in render.final(JobView(released)) and not render.is_spoiler(released)
-    removed = replace(waiting, review=Review.REMOVED)
-    assert render.final(JobView(removed)).endswith("🚫 A moderator removed these images.")
-    assert not render.is_spoiler(removed) and job_buttons(removed).children == []
+    removed = replace(waiting, review=Review.REMOVED, hidden_at=datetime.now(UTC))  # a removal takes it down
+    assert render.taken_down(JobView(removed)) == "🚫 An image by <@7> was taken down by a moderator."
+    assert job_buttons(removed).children == []
     assert len(job_buttons(waiting).children) == 9  # U/V on a held-back tile say why when pressed

@@ -100,6 +100,7 @@ class NewJob:
     tile_index: int | None = None  # 0-based tile of the parent, for V and U
     edit: Edit | None = None  # kind EDIT
     source: str | None = None  # an image prompt's picture, relative to the data directory
+    relax: bool = False  # asked for relax (--relax, /settings); out of quota, the store may make it relax
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,7 @@ class Job:
     delivered_at: datetime | None
     edit: Edit | None = None  # kind EDIT: what it does to its parent
     source: str | None = None  # an image prompt's picture (/imagine with an image), relative to the data dir
+    relax: bool = False  # waits until no fast job does, costs no quota
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,7 @@ class UserSettings:
     images: int | None = None
     remix: bool = False  # V, 🔄, Vary, Zoom and Pan first open the prompt for editing
     model: str | None = None  # a name of IMAGINEBOT_MODELS: the model when the prompt has no --model
+    relax: bool = False  # Relax mode: jobs wait until no fast job does, and cost no quota
 
 
 @dataclass(frozen=True)
@@ -178,3 +181,23 @@ class ModAction:
 class UsageRow:
     user_id: int
     images: int
+
+
+class BatchState(StrEnum):
+    ASKED = "asked"  # the Yes/No question is out
+    QUEUED = "queued"  # Yes: its jobs were reserved
+    DECLINED = "declined"  # No
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Several jobs from one /imagine (permutations, --repeat), waiting for the student's Yes."""
+
+    id: int
+    user_id: int
+    guild_id: int
+    channel_id: int
+    texts: tuple[str, ...]  # one canonical prompt per job, seeds drawn
+    source: str | None  # an image prompt's picture the jobs share
+    state: BatchState
+    created_at: datetime

@@ -346,12 +346,7 @@ class Executor:
             if len(set(ids)) != len(ids) or any(job_id in self._entries for job_id in ids):
                 raise ValueError(f"jobs {ids}: one of them is already queued or running")
             for user in dict.fromkeys(request.user_id for request in requests):
-                waiting = self._queue.waiting(user)
-                if waiting >= self.max_queued_per_user:
-                    raise QueueFull(
-                        f"You already have {waiting} jobs waiting, the most allowed is "
-                        f"{self.max_queued_per_user}; wait for one to start, or cancel one."
-                    )
+                self._check_room(user)
             for handle in handles:
                 entry = _Entry(handle.request, handle.plan, handle=handle)
                 self._queue.push(entry)
@@ -368,10 +363,10 @@ class Executor:
             )
         return handles
 
-    def waiting(self, user_id: int) -> int:
-        """How many of the user's jobs wait (what ``max_queued_per_user`` bounds)."""
+    def check_room(self, user_id: int) -> None:
+        """QueueFull when the user already has ``max_queued_per_user`` jobs waiting."""
         with self._cond:
-            return self._queue.waiting(user_id)
+            self._check_room(user_id)
 
     def cancel(self, job_id: int) -> bool:
         """Remove a queued job, or ask a running one to leave its batch at the next step (``Cancelled``
@@ -413,6 +408,14 @@ class Executor:
             )
 
     # -- queue internals (caller holds _cond) ----------------------------------------------------------
+
+    def _check_room(self, user_id: int) -> None:
+        waiting = self._queue.waiting(user_id)
+        if waiting >= self.max_queued_per_user:
+            raise QueueFull(
+                f"You already have {waiting} jobs waiting, the most allowed is "
+                f"{self.max_queued_per_user}; wait for one to start, or cancel one."
+            )
 
     def _order(self) -> list[_Entry]:
         """Queued entries in the order the workers will take them."""

@@ -18,7 +18,6 @@ the last run left queued or running and delivers the ones it finished but could 
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import random
 from collections.abc import Callable, Coroutine
@@ -61,13 +60,34 @@ from imaginebot.params import (
     SEED_RANGE,
     Choices,
     RequestDefaults,
+    Speed,
     aspect_of,
     given_flags,
     parse,
     parse_aspect,
 )
+from imaginebot.prompting import (
+    IMAGE_PROMPT_MAX_BYTES,
+    IMAGE_PROMPT_MAX_PIXELS,
+    Prepared,
+    check_image_prompt,
+    compose,
+    read_image_prompt,
+    speed_of,
+    split_repeats,
+)
 from imaginebot.store import Store
 from imaginebot.store_models import Delivery, Job, JobKind, JobStatus, NewJob, UserSettings
+
+__all__ = [  # the image prompt's limits live in ``prompting``; the cogs take them from here
+    "IMAGE_PROMPT_MAX_BYTES",
+    "IMAGE_PROMPT_MAX_PIXELS",
+    "JobService",
+    "Leftovers",
+    "Origin",
+    "check_image_prompt",
+    "read_image_prompt",
+]
 
 log = logging.getLogger(__name__)
 
@@ -91,35 +111,6 @@ class Leftovers:
     undelivered: tuple[Job, ...]  # ended, final state not delivered
 
 
-IMAGE_PROMPT_MAX_BYTES = 10 * 2**20  # Discord's own upload limit for most servers
-IMAGE_PROMPT_MAX_PIXELS = 4096 * 4096
-
-
-def check_image_prompt(size_bytes: int) -> None:
-    """Refuse an image prompt too large to download (ParamError)."""
-    if size_bytes > IMAGE_PROMPT_MAX_BYTES:
-        raise ParamError(
-            f"The image is {size_bytes / 2**20:.1f} MiB; an image prompt may be up to "
-            f"{IMAGE_PROMPT_MAX_BYTES // 2**20} MiB."
-        )
-
-
-def read_image_prompt(data: bytes) -> Image.Image:
-    """An image prompt's picture, or ParamError saying what is wrong with the file."""
-    check_image_prompt(len(data))
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.width * image.height > IMAGE_PROMPT_MAX_PIXELS:
-                raise ParamError(
-                    f"The image is {image.width}×{image.height}; an image prompt may have up to "
-                    f"{IMAGE_PROMPT_MAX_PIXELS:,} pixels (4096×4096)."
-                )
-            image.load()
-            return image.convert("RGB")
-    except (OSError, Image.DecompressionBombError, SyntaxError, ValueError) as error:
-        raise ParamError("That file is not an image the bot can read: attach a PNG, JPEG or WebP.") from error
-
-
 def defaults_for(base: RequestDefaults, mine: UserSettings) -> RequestDefaults:
     """A model's defaults with the user's own /settings on top."""
     return RequestDefaults(
@@ -130,6 +121,11 @@ def defaults_for(base: RequestDefaults, mine: UserSettings) -> RequestDefaults:
         aspect=parse_aspect(mine.aspect) if mine.aspect else base.aspect,
         model=base.model,
     )
+
+
+def wants_relax(speed: Speed | None, mine: UserSettings) -> bool:
+    """Whether a job asks for relax: its --relax or --fast, else the user's mode in /settings."""
+    return mine.relax if speed is None else speed is Speed.RELAX
 
 
 def new_seed() -> int:
@@ -152,6 +148,7 @@ class JobService:
         catalog: Catalog,
         upscale_max_side: int = 2048,
         preview_min_interval: float = 1.0,
+        max_jobs: int = 10,
         delivery: DeliveryPolicy | None = None,
         seeds: Callable[[], int] = new_seed,
         clock: Callable[[], datetime] = utc_now,
@@ -161,6 +158,8 @@ class JobService:
         self.catalog = catalog
         self.recipes = Recipes(store, catalog, seeds=seeds, upscale_max_side=upscale_max_side)
         self.preview_min_interval = preview_min_interval
+        self.max_jobs = max_jobs  # from one /imagine (permutations × --repeat): IMAGINEBOT_MAX_PERMUTATIONS
+        self._seeds = seeds
         self.delivery = delivery or DeliveryPolicy()
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
@@ -188,7 +187,7 @@ class JobService:
         """The defaults of a user with these /settings: their model's, under their own values."""
         return defaults_for(self.catalog.model_or_default(mine.model or "").defaults, mine)
 
-    def _choices(self, mine: UserSettings) -> Choices:
+    def choices(self, mine: UserSettings) -> Choices:
         """The models and LoRAs a prompt may name, each model with its defaults under the user's settings."""
         return self.catalog.choices({m.name: defaults_for(m.defaults, mine) for m in self.catalog.models})
 
@@ -196,26 +195,48 @@ class JobService:
         return (await self.store.get_settings(user_id)).remix
 
     async def imagine(self, origin: Origin, text: str, reply: Reply, *, image: bytes | None = None) -> Job:
-        """A /imagine: parse it with the user's defaults, check it, take the quota, queue it, follow it.
-        ``image``: an image prompt's file, which the pictures start from (``--iw`` weighs it).
+        """A /imagine of one job: ``prepare`` it, then ``launch`` it. A text that makes several jobs is
+        refused here (ParamError): the cogs ask the student first (``imaginebot.batches``)."""
+        prepared = await self.prepare(origin.user_id, text, image=image)
+        if len(prepared.requests) > 1:
+            raise ParamError(
+                f"This prompt makes {len(prepared.requests)} jobs; they are queued once you say Yes to them."
+            )
+        return await self.launch(origin, prepared, reply)
+
+    async def prepare(self, user_id: int, text: str, *, image: bytes | None = None) -> Prepared:
+        """The jobs a /imagine text makes (``imaginebot.prompting``), parsed with the user's defaults, their
+        /prefer shortcuts and suffix; ``image``: an image prompt's file, which the pictures start from
+        (``--iw`` weighs it). Raises ParamError naming what is wrong; nothing is taken or queued."""
+        mine = await self.store.get_settings(user_id)
+        shortcuts = await self.store.prefer_options(user_id)
+        texts = compose(text, shortcuts, await self.store.prefer_suffix(user_id), self.max_jobs)
+        picture = None if image is None else await asyncio.to_thread(read_image_prompt, image)
+        defaults, choices = self.defaults_of(mine), self.choices(mine)
+        requests = []
+        for prompt in texts:
+            request = parse(prompt, defaults, choices=choices)
+            given = given_flags(prompt)
+            if picture is None and request.image_weight is not None:
+                raise ParamError(
+                    "--iw weighs an image prompt: attach an image to /imagine, or leave --iw out."
+                )
+            if picture is not None and "aspect" not in given:  # the picture keeps its own shape
+                request = replace(request, aspect=aspect_of(*picture.size))
+            requests.append((request, "seed" in given))
+        return Prepared(tuple(split_repeats(requests, self._seeds, self.max_jobs)), len(texts), picture)
+
+    async def launch(self, origin: Origin, prepared: Prepared, reply: Reply) -> Job:
+        """Queue the one job of a prepared /imagine: take the quota, queue it, follow it.
 
         Raises ImagineError (ParamError, QuotaExceeded, Forbidden, QueueFull) with the sentence for the user;
         nothing is taken or queued then.
         """
-        mine = await self.store.get_settings(origin.user_id)
-        request = parse(text, self.defaults_of(mine), choices=self._choices(mine))
-        if image is None:
-            if request.image_weight is not None:
-                raise ParamError(
-                    "--iw weighs an image prompt: attach an image to /imagine, or leave --iw out."
-                )
-            recipe = Recipe(JobKind.IMAGINE, str(request), request.to_spec(self.recipes.native(request)))
-            return await self._launch(origin, recipe, reply)
-        picture = await asyncio.to_thread(read_image_prompt, image)
-        if "aspect" not in given_flags(text):  # the picture keeps its own shape
-            request = replace(request, aspect=aspect_of(*picture.size))
-        source = await self.store.save_source(picture)
-        spec = request.to_spec(self.recipes.native(request), image_prompt=True)
+        (request,) = prepared.requests
+        spec = request.to_spec(self.recipes.native(request), image_prompt=prepared.picture is not None)
+        if prepared.picture is None:
+            return await self._launch(origin, Recipe(JobKind.IMAGINE, str(request), spec), reply)
+        source = await self.store.save_source(prepared.picture)
         try:
             return await self._launch(
                 origin, Recipe(JobKind.IMAGINE, str(request), spec, source=source), reply
@@ -266,7 +287,8 @@ class JobService:
     # -- submitting and following ----------------------------------------------------------------------------
 
     async def _launch(self, origin: Origin, recipe: Recipe, reply: Reply) -> Job:
-        await self._check_words(origin.guild_id, recipe.spec)
+        await self.check_words(origin.guild_id, recipe.spec)
+        mine = await self.store.get_settings(origin.user_id)
         new = NewJob(
             user_id=origin.user_id,
             guild_id=origin.guild_id,
@@ -279,6 +301,7 @@ class JobService:
             tile_index=recipe.tile_index,
             edit=recipe.edit,
             source=recipe.source,
+            relax=wants_relax(speed_of(recipe.prompt_text), mine),
         )
         job = await self.store.reserve_job(new)  # Forbidden / QuotaExceeded: nothing was taken
         try:
@@ -289,10 +312,11 @@ class JobService:
                 job.id, JobStatus.CANCELLED, error=str(error), delivery=Delivery.DELIVERED
             )
             raise
-        self._spawn(self._follow(job, handle, reply), job.id)
+        self.follow(job, handle, reply)
         return job
 
-    async def _check_words(self, guild_id: int, spec: GenerateSpec) -> None:
+    async def check_words(self, guild_id: int, spec: GenerateSpec) -> None:
+        """ParamError when the prompt or its --no uses a word the server does not allow."""
         found = await self.store.find_banned_words(guild_id, f"{spec.prompt} {spec.negative_prompt}")
         if found:
             words = ", ".join(f"'{w}'" for w in found)
@@ -300,7 +324,11 @@ class JobService:
 
     async def _submit(self, job: Job) -> JobHandle:
         """Queue a stored job. Raises QueueFull, or ImagineError when the picture it starts from is gone."""
-        return self.executor.submit(JobRequest(job.id, job.user_id, job.kind, await self._engine_spec(job)))
+        return self.executor.submit(await self.engine_request(job))
+
+    async def engine_request(self, job: Job) -> JobRequest:
+        """What the executor runs for a stored job."""
+        return JobRequest(job.id, job.user_id, job.kind, await self._engine_spec(job), relax=job.relax)
 
     async def _engine_spec(self, job: Job) -> GenerateSpec:
         """The one place a stored job becomes what the engine runs: its spec, plus the picture a variation
@@ -318,6 +346,10 @@ class JobService:
             return replace(job.spec, init_image=source)
         canvas = edits.make_canvas(job.edit, source, (job.spec.width, job.spec.height))
         return replace(job.spec, init_image=canvas.image, mask_image=canvas.mask)
+
+    def follow(self, job: Job, handle: JobHandle, reply: Reply) -> None:
+        """Follow a queued job to its delivered end (in a task of this service)."""
+        self._spawn(self._follow(job, handle, reply), job.id)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], job_id: int) -> None:
         task = asyncio.create_task(coro, name=f"job-{job_id}")

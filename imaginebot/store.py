@@ -277,17 +277,7 @@ class Store(HabitsStore):
         async with self._tx() as db:
             if batch is not None:
                 await self._claim_batch(db, batch)
-            if await self._one(
-                db, "SELECT 1 FROM blocked_users WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
-            ):
-                raise Forbidden("You are blocked from making images on this server; ask a moderator.")
-            relax_on = await self._relax_on(db, guild_id)
-            if not relax_on and any(new.relax for new in news):
-                raise Forbidden(RELAX_OFF)
-            status = await self._quota(db, guild_id, user_id, now)
-            out_of_quota = status.limit is not None and status.used + needed > status.limit
-            if out_of_quota and (not relax_on or status.limit == 0):
-                raise QuotaExceeded(_quota_message(needed, status, now))
+            out_of_quota = await self._admit(db, guild_id, user_id, needed, any(new.relax for new in news))
             ids = [await self._insert_job(db, new, relax=new.relax or out_of_quota, day=day) for new in news]
             if not out_of_quota and needed:
                 await db.execute(
@@ -300,6 +290,31 @@ class Store(HabitsStore):
         for job in jobs:
             log.info("job %s reserved: user %s, %d images%s", job.id, user_id, job.charged, _relaxed(job))
         return jobs
+
+    async def check_reservation(self, guild_id: int, user_id: int, images: int, *, relax: bool) -> bool:
+        """What ``reserve_jobs`` would say now, taking nothing: it raises as that would, else says whether
+        ``images`` fast images would run in relax for want of quota. ``relax``: some jobs ask for relax."""
+        async with self._lock:
+            return await self._admit(self._db, guild_id, user_id, images, relax)
+
+    async def _admit(
+        self, db: aiosqlite.Connection, guild_id: int, user_id: int, needed: int, relax: bool
+    ) -> bool:
+        """The checks of a reservation: not blocked, relax allowed where asked, ``needed`` fast images within
+        today's quota. True: they don't fit, but may run in relax."""
+        if await self._one(
+            db, "SELECT 1 FROM blocked_users WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
+        ):
+            raise Forbidden("You are blocked from making images on this server; ask a moderator.")
+        relax_on = await self._relax_on(db, guild_id)
+        if relax and not relax_on:
+            raise Forbidden(RELAX_OFF)
+        now = self._now()
+        status = await self._quota(db, guild_id, user_id, now)
+        out_of_quota = status.limit is not None and status.used + needed > status.limit
+        if out_of_quota and (not relax_on or status.limit == 0):
+            raise QuotaExceeded(_quota_message(needed, status, now))
+        return out_of_quota
 
     async def _insert_job(self, db: aiosqlite.Connection, new: NewJob, *, relax: bool, day: str) -> int:
         """Insert a job as queued; a relax job is charged nothing."""

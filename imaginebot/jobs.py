@@ -226,6 +226,14 @@ class JobService:
             requests.append((request, "seed" in given))
         return Prepared(tuple(split_repeats(requests, self._seeds, self.max_jobs)), len(texts), picture)
 
+    async def check_preference(self, user_id: int, text: str, *, shortcuts: bool) -> None:
+        """ParamError when a /prefer shortcut's text (``shortcuts`` False: it holds none itself) or suffix
+        would not make a valid prompt."""
+        mine = await self.store.get_settings(user_id)
+        options = await self.store.prefer_options(user_id) if shortcuts else {}
+        for prompt in compose(f"x {text}", options, "", self.max_jobs):
+            parse(prompt, self.defaults_of(mine), choices=self.choices(mine))
+
     async def launch(self, origin: Origin, prepared: Prepared, reply: Reply) -> Job:
         """Queue the one job of a prepared /imagine: take the quota, queue it, follow it.
 

@@ -66,6 +66,7 @@ from imaginebot.params import (
     parse,
     parse_aspect,
 )
+from imaginebot.prefer import expand_shortcuts
 from imaginebot.prompting import (
     IMAGE_PROMPT_MAX_BYTES,
     IMAGE_PROMPT_MAX_PIXELS,
@@ -259,9 +260,17 @@ class JobService:
         self, origin: Origin, action: Action, job_id: int, tile: int, reply: Reply, tweak: Tweak | None = None
     ) -> Job:
         """The new job a button on job ``job_id`` asks for (anything but Cancel), with what the user gave
-        when asked (``asks_for``)."""
+        when asked (``asks_for``): a prompt they edited may use their /prefer shortcuts."""
+        tweak = tweak or Tweak()
+        if tweak.prompt is not None:
+            edited = expand_shortcuts(tweak.prompt, await self.store.prefer_options(origin.user_id))
+            tweak = replace(tweak, prompt=edited)
+            if "repeat" in given_flags(edited):
+                raise ParamError(
+                    "--repeat makes several jobs from /imagine; a button makes one: leave it out."
+                )
         parent = await self.recipes.parent_of(job_id)
-        recipe = await self.recipes.make(action, parent, tile, tweak or Tweak())
+        recipe = await self.recipes.make(action, parent, tile, tweak)
         return await self._launch(origin, recipe, reply)
 
     async def parent_of(self, job_id: int) -> Job:

@@ -16,6 +16,7 @@ import pytest
 from fakes import FakeEngine
 from PIL import Image
 
+from imaginebot.actions import Action, Tweak
 from imaginebot.batches import Batches
 from imaginebot.catalog import Catalog
 from imaginebot.delivery import DeliveryFailed, DeliveryPolicy, JobView, Posted, Update
@@ -246,3 +247,18 @@ async def test_relax_through_the_service_and_a_restart(service: Service, engine:
     for job_id in (relaxed.id, chosen.id, by_setting.id):
         job = await second.store.get_job(job_id)
         assert job is not None and job.relax and job.status is JobStatus.DONE and job.charged == 0
+
+
+async def test_an_edited_prompt_takes_shortcuts_but_no_repeat(service: Service) -> None:
+    jobs = await service()
+    await jobs.store.set_prefer_option(ALICE, "wide", "--ar 2:1")
+    parent = await jobs.imagine(Origin(ALICE, GUILD, 20, 500), "a kite --seed 1", Reply())
+    await jobs.idle()
+    remixed = await jobs.act(
+        Origin(ALICE, GUILD, 20, 501), Action.REROLL, parent.id, 0, Reply(), Tweak(prompt="a kite --wide")
+    )
+    assert remixed.spec.width > remixed.spec.height
+    with pytest.raises(ParamError, match="a button makes one"):
+        await jobs.act(
+            Origin(ALICE, GUILD, 20, 502), Action.REROLL, parent.id, 0, Reply(), Tweak(prompt="a kite --r 2")
+        )

@@ -511,33 +511,6 @@ class Store(HabitsStore):
         rows = await self._all("SELECT daily_images FROM guild_quotas WHERE guild_id = ?", (guild_id,))
         return rows[0]["daily_images"] if rows else self.default_daily_images  # type: ignore[no-any-return]
 
-    async def set_guild_quota(self, guild_id: int, daily_images: int | None, *, by: int) -> None:
-        async with self._tx() as db:
-            await db.execute(
-                "INSERT INTO guild_quotas (guild_id, daily_images) VALUES (?, ?)"
-                " ON CONFLICT (guild_id) DO UPDATE SET daily_images = excluded.daily_images",
-                (guild_id, daily_images),
-            )
-            await self._log(db, guild_id, by, "quota.default", None, _limit_text(daily_images))
-
-    async def set_user_quota(self, guild_id: int, user_id: int, daily_images: int | None, *, by: int) -> None:
-        """Override one user's daily images on this server (None: unlimited)."""
-        async with self._tx() as db:
-            await db.execute(
-                "INSERT INTO user_quotas (guild_id, user_id, daily_images) VALUES (?, ?, ?)"
-                " ON CONFLICT (guild_id, user_id) DO UPDATE SET daily_images = excluded.daily_images",
-                (guild_id, user_id, daily_images),
-            )
-            await self._log(db, guild_id, by, "quota.set", user_id, _limit_text(daily_images))
-
-    async def clear_user_quota(self, guild_id: int, user_id: int, *, by: int) -> None:
-        """Drop a user's override: the server's default applies again."""
-        async with self._tx() as db:
-            await db.execute(
-                "DELETE FROM user_quotas WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
-            )
-            await self._log(db, guild_id, by, "quota.clear", user_id, "")
-
     async def reset_usage(self, guild_id: int, user_id: int, *, by: int) -> None:
         """Give a user today's full quota back."""
         day = self._now().date().isoformat()
@@ -671,7 +644,3 @@ class Store(HabitsStore):
             (guild_id, target_id, target_id, limit),
         )
         return [ModAction(**{**dict(row), "at": datetime.fromisoformat(row["at"])}) for row in rows]
-
-
-def _limit_text(daily_images: int | None) -> str:
-    return "unlimited" if daily_images is None else f"{daily_images}/day"

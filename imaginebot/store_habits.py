@@ -1,6 +1,7 @@
-"""The store's tables for each user's and server's preferences: /settings, a server's relax switch,
-/prefer's shortcuts and suffix, and the batches of jobs waiting for a student's Yes. A mixin of ``Store``
-(which supplies the connection and its transactions), kept apart so that ``store.py`` stays readable."""
+"""The store's tables for each user's and server's preferences: /settings, the quotas moderators set, a
+server's relax switch, /prefer's shortcuts and suffix, and the batches of jobs waiting for a student's Yes.
+A mixin of ``Store`` (which supplies the connection and its transactions), kept apart so that ``store.py``
+stays readable."""
 
 from __future__ import annotations
 
@@ -91,6 +92,35 @@ class HabitsStore:
                 (user_id, settings.steps, settings.cfg, settings.aspect, settings.sampler, settings.images,
                  settings.remix, settings.model, settings.relax),
             )  # fmt: skip
+
+    # -- quotas set by moderators (the store checks and takes them) --------------------------------------
+
+    async def set_guild_quota(self, guild_id: int, daily_images: int | None, *, by: int) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "INSERT INTO guild_quotas (guild_id, daily_images) VALUES (?, ?)"
+                " ON CONFLICT (guild_id) DO UPDATE SET daily_images = excluded.daily_images",
+                (guild_id, daily_images),
+            )
+            await self._log(db, guild_id, by, "quota.default", None, _limit_text(daily_images))
+
+    async def set_user_quota(self, guild_id: int, user_id: int, daily_images: int | None, *, by: int) -> None:
+        """Override one user's daily images on this server (None: unlimited)."""
+        async with self._tx() as db:
+            await db.execute(
+                "INSERT INTO user_quotas (guild_id, user_id, daily_images) VALUES (?, ?, ?)"
+                " ON CONFLICT (guild_id, user_id) DO UPDATE SET daily_images = excluded.daily_images",
+                (guild_id, user_id, daily_images),
+            )
+            await self._log(db, guild_id, by, "quota.set", user_id, _limit_text(daily_images))
+
+    async def clear_user_quota(self, guild_id: int, user_id: int, *, by: int) -> None:
+        """Drop a user's override: the server's default applies again."""
+        async with self._tx() as db:
+            await db.execute(
+                "DELETE FROM user_quotas WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
+            )
+            await self._log(db, guild_id, by, "quota.clear", user_id, "")
 
     # -- relax -----------------------------------------------------------------------------------------
 
@@ -216,3 +246,7 @@ class HabitsStore:
         )
         if cursor.rowcount == 0:
             raise ImagineError("That question was answered already: its jobs are queued or were declined.")
+
+
+def _limit_text(daily_images: int | None) -> str:
+    return "unlimited" if daily_images is None else f"{daily_images}/day"

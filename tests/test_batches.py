@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from fakes import FakeEngine
 from PIL import Image
+from waiting import within
 
 from imaginebot.actions import Action, Tweak
 from imaginebot.batches import Batches
@@ -59,6 +60,11 @@ class Messages:
             raise DeliveryFailed("Discord answered 503")
         self.opened.append((1000 + len(self.opened), Reply()))
         return self.opened[-1]
+
+
+async def settled(jobs: JobService) -> None:
+    """Until every job the service follows is delivered; a time-out shows the queue."""
+    await within(jobs.idle(), "every job delivered", timeout=60, seen=jobs.queue)
 
 
 class Clock:
@@ -139,7 +145,7 @@ async def test_ask_then_yes_queues_and_delivers_every_job(service: Service) -> N
     queued = await batches.confirm(question.batch_id, ALICE, messages)
     assert [job.message_id for job in queued] == [1000, 1001, 1002]
     assert (await jobs.store.quota_status(GUILD, ALICE)).used == 12
-    await jobs.idle()
+    await settled(jobs)
     for job, (_, reply) in zip(queued, messages.opened, strict=True):
         done = await jobs.store.get_job(job.id)
         assert done is not None and done.status is JobStatus.DONE and done.delivery is Delivery.DELIVERED
@@ -194,7 +200,7 @@ async def test_refusals_before_asking_and_at_yes_take_nothing(service: Service, 
         await batches.confirm(question.batch_id, ALICE, Messages())
     assert (await jobs.store.quota_status(GUILD, ALICE)).used == used
     engine.gate.set()
-    await jobs.idle()
+    await settled(jobs)
     assert (
         len(await batches.confirm(question.batch_id, ALICE, Messages())) == 2
     )  # still askable: no harm done
@@ -206,7 +212,7 @@ async def test_a_message_discord_refuses_cancels_the_jobs_left_without_one(servi
     messages = Messages(fail_at=1)
     with pytest.raises(ImagineError, match="1 of 3 jobs were queued; the others were cancelled"):
         await Batches(jobs).confirm(question.batch_id, ALICE, messages)
-    await jobs.idle()
+    await settled(jobs)
     states = [(job.status, job.delivery) for job in reversed(await jobs.store.recent_jobs(GUILD, ALICE))]
     assert states == [
         (JobStatus.DONE, Delivery.DELIVERED),
@@ -243,7 +249,7 @@ async def test_relax_through_the_service_and_a_restart(service: Service, engine:
     # after the restart the relax jobs are still relax: every fast job goes first
     assert waiting.index(fast.id) < min(waiting.index(i) for i in (relaxed.id, chosen.id, by_setting.id))
     engine.gate.set()
-    await second.idle()
+    await settled(second)
     for job_id in (relaxed.id, chosen.id, by_setting.id):
         job = await second.store.get_job(job_id)
         assert job is not None and job.relax and job.status is JobStatus.DONE and job.charged == 0
@@ -253,7 +259,7 @@ async def test_an_edited_prompt_takes_shortcuts_but_no_repeat(service: Service) 
     jobs = await service()
     await jobs.store.set_prefer_option(ALICE, "wide", "--ar 2:1")
     parent = await jobs.imagine(Origin(ALICE, GUILD, 20, 500), "a kite --seed 1", Reply())
-    await jobs.idle()
+    await settled(jobs)
     remixed = await jobs.act(
         Origin(ALICE, GUILD, 20, 501), Action.REROLL, parent.id, 0, Reply(), Tweak(prompt="a kite --wide")
     )

@@ -12,6 +12,7 @@ from fakes import FakeEngine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from waiting import within
 
 from imaginebot.engine.api import (
     GenerateSpec,
@@ -293,6 +294,12 @@ def test_positions_are_the_order_jobs_actually_start(history: list[int], ops: li
 # -- relax: a priority class of the fair queue ---------------------------------------------------------
 
 
+async def ended(ex: Executor, *handles: JobHandle) -> None:
+    """Until every job has ended; a time-out shows the queue."""
+    waits = asyncio.gather(*(handle.wait() for handle in handles))
+    await within(waits, "the jobs to end", timeout=60, seen=ex.queue_snapshot)
+
+
 def relaxed(job_id: int, user: int, **kw: object) -> JobRequest:
     return replace(request(job_id, user, **kw), relax=True)
 
@@ -314,7 +321,7 @@ async def test_relax_jobs_start_only_when_no_fast_job_waits(executor: Executor, 
     order = sorted(executor.positions(), key=executor.positions().get)
     assert order == [5, 7, 6, 4, 3]  # B's turn comes before A's (A was served for job 2)
     engine.gate.set()
-    await asyncio.gather(running.wait(), late.wait(), *(h.wait() for h in handles))
+    await ended(executor, running, late, *handles)
     assert [int(prompt.split()[1]) for _, prompt in engine.calls[1:]] == [2, *order]
 
 
@@ -327,7 +334,8 @@ async def test_a_running_relax_job_is_never_stopped_for_a_fast_one() -> None:
         fast = ex.submit(request(2, B, steps=1))
         assert ex.positions() == {2: 1}
         engine.permits.release(4)  # type: ignore[union-attr]
-        assert isinstance(await slow.wait(), Done) and isinstance(await fast.wait(), Done)
+        await ended(ex, slow, fast)
+        assert isinstance(slow.final, Done) and isinstance(fast.final, Done)
     assert engine.batches == [["job 1"]] * 4 + [["job 2"]]  # it ran to its end before the fast job
 
 
@@ -349,7 +357,7 @@ async def test_a_batch_is_queued_whole_or_not_at_all(engine: FakeEngine) -> None
             ex.submit_batch([request(11, B), request(2, B)])
         assert len(ex.positions()) == 7  # nothing of a refused batch was queued
         engine.gate.set()
-        await asyncio.gather(running.wait(), *(h.wait() for h in batch))
+        await ended(ex, running, *batch)
 
 
 @settings(max_examples=25, deadline=None)
@@ -373,7 +381,7 @@ def test_positions_are_the_order_jobs_start_with_relax_jobs_too(ops: list[tuple[
             flags = [job_id in relax_ids for job_id in expected]
             assert flags == sorted(flags)  # every fast job before every relax job
             engine.gate.set()
-            await asyncio.gather(*(h.wait() for h in handles))
+            await ended(ex, blocker, *handles)
             assert [int(prompt.split()[1]) for _, prompt in engine.calls[1:]] == expected
 
     asyncio.run(scenario())

@@ -36,7 +36,9 @@ async def grids_of(mock: Any, click: Any, count: int) -> list[Any]:
     found: dict[int, Any] = {}
     while len(found) < count:
         message = await mock.wait_for_message(
-            lambda m: m.interaction is click and is_grid(m) and m.id not in found, timeout=TIMEOUT
+            lambda m: m.interaction is click and is_grid(m) and m.id not in found,
+            timeout=TIMEOUT,
+            what=f"grid {len(found) + 1} of the {count} the Yes queued",
         )
         found[message.id] = message
     return sorted(found.values(), key=lambda m: m.id)
@@ -70,7 +72,9 @@ async def test_permutations_ask_first_and_yes_queues_every_job(
     assert all(j is not None and j.spec.seeds[0] == 7 for j in jobs)  # the seed given, in every job
     assert all(not grid.ephemeral for grid in grids)
     answered = await mock_discord.wait_for_message(
-        lambda m: m.id == question.id and "Queued 4 jobs" in m.content
+        lambda m: m.id == question.id and "Queued 4 jobs" in m.content,
+        timeout=TIMEOUT,
+        what="the question saying its jobs are queued",
     )
     assert not any(c.startswith("ib:batch:") for c in answered.custom_ids)  # its buttons are gone
     assert (await running.store.quota_status(guild, alice.id)).used == 16
@@ -84,7 +88,11 @@ async def test_no_queues_nothing_and_a_yes_after_a_restart_still_works(
     declined = await question_for(mock_discord, alice, "a green {square, star} --steps 2")
     (no,) = [c for c in declined.custom_ids if c.endswith(":n")]
     await mock_discord.click(declined, no, user=alice)
-    await mock_discord.wait_for_message(lambda m: m.id == declined.id and "No jobs were queued" in m.content)
+    await mock_discord.wait_for_message(
+        lambda m: m.id == declined.id and "No jobs were queued" in m.content,
+        timeout=TIMEOUT,
+        what="the question saying No queued nothing",
+    )
     assert await first.store.recent_jobs(guild, alice.id) == []
     assert (await first.store.quota_status(guild, alice.id)).used == 0
 
@@ -153,7 +161,11 @@ async def test_relax_mode_when_the_quota_is_used_up(mock_discord: Any, bot_facto
     assert "Mode **Fast**" in panel.content
     toggle = next(c["custom_id"] for c in panel.iter_components() if c.get("label") == "Fast mode")
     await mock_discord.click(panel, toggle, user=mock_discord.bob)
-    await mock_discord.wait_for_message(lambda m: m.id == panel.id and "Mode **Relax**" in m.content)
+    await mock_discord.wait_for_message(
+        lambda m: m.id == panel.id and "Mode **Relax**" in m.content,
+        timeout=TIMEOUT,
+        what="the /settings panel in Relax mode",
+    )
     assert (await store.get_settings(mock_discord.bob.id)).relax
     interaction = await mock_discord.send_command(
         "imagine", {"prompt": "a fox --steps 2"}, user=mock_discord.bob

@@ -26,7 +26,8 @@ from cogs.jobmessage import DiscordReply, JobButton, open_followup
 from imaginebot.actions import Action, Ask, Tweak, asks_for
 from imaginebot.batches import Batches, Question
 from imaginebot.errors import Forbidden, ImagineError
-from imaginebot.jobs import Leftovers, Origin, check_image_prompt
+from imaginebot.jobs import Leftovers, Origin
+from imaginebot.prompting import check_image_prompt
 
 if TYPE_CHECKING:
     from bot import ImagineBot

@@ -4,8 +4,8 @@
              as a batch, seeds drawn; the cogs show a Question with Yes/No buttons whose custom_ids carry
              the batch's id, so a Yes still works after a restart of the bot.
     confirm  Yes: the quota is checked and taken for every job in one transaction that also marks the
-             batch answered (a second Yes finds it so), the jobs are queued together, and each gets its
-             own message and is followed like any other job.
+             batch answered (a second Yes finds it so); each job gets its own message, and they are queued
+             together and followed like any other job.
     decline  No: nothing is queued and nothing is spent.
 
 A question not answered within ``ANSWER_WITHIN`` has expired, and says so when clicked.
@@ -110,13 +110,12 @@ class Batches:
         batch: int | None = None,
     ) -> list[Job]:
         """Several jobs of one user, all or none: the quota is checked and taken for all of them in one
-        transaction (which also marks ``batch`` answered), and they are queued together
-        (``Executor.submit_batch``). Then each job gets its message (``open_message``) and is followed.
-        ``origin.message_id`` is not used.
+        transaction (which also marks ``batch`` answered); each job gets its message (``open_message``), then
+        they are queued together (``Executor.submit_batch``) and followed. ``origin.message_id`` is not used.
 
-        Raises ImagineError with the sentence for the user when nothing was queued. Should Discord refuse a
-        message midway, the jobs without one are cancelled (their images given back) and ImagineError says
-        so.
+        Raises ImagineError with the sentence for the user when nothing was taken. Should Discord refuse a
+        message midway, the jobs without one are cancelled (their images given back), the others go on, and
+        ImagineError says so.
         """
         jobs, store, executor = self.jobs, self.jobs.store, self.jobs.executor
         for recipe in recipes:
@@ -128,7 +127,7 @@ class Batches:
                 origin.user_id,
                 origin.guild_id,
                 origin.channel_id,
-                None,  # each job's message comes once it is queued
+                None,  # each job's message comes once its quota is taken
                 recipe.kind,
                 recipe.prompt_text,
                 recipe.spec,
@@ -141,31 +140,34 @@ class Batches:
             for recipe in recipes
         ]
         reserved = await store.reserve_jobs(news, batch=batch)  # all or none
-        try:
-            handles = executor.submit_batch([await jobs.engine_request(job) for job in reserved])
-        except ImagineError as error:  # full after all, a model no worker holds: nothing was queued
-            for job in reserved:
-                await store.finish_job(
-                    job.id, JobStatus.CANCELLED, error=str(error), delivery=Delivery.DELIVERED
-                )
-            raise
-        shown: list[Job] = []
-        for job, handle in zip(reserved, handles, strict=True):
+        shown: list[tuple[Job, Reply]] = []
+        refused: DeliveryFailed | MessageGone | None = None
+        for job in reserved:
             try:
                 message_id, reply = await open_message(job)
             except (DeliveryFailed, MessageGone) as error:
-                for unshown in reserved[len(shown) :]:
-                    executor.cancel(unshown.id)
-                    await store.finish_job(unshown.id, JobStatus.CANCELLED, delivery=Delivery.GONE)
-                raise ImagineError(
-                    f"Discord did not take the jobs' messages ({error}), so {len(shown)} of {len(reserved)} "
-                    "jobs were queued; the others were cancelled and their images given back."
-                ) from error
+                refused = error
+                break
             await store.attach_message(job.id, message_id)
-            job = replace(job, message_id=message_id)
+            shown.append((replace(job, message_id=message_id), reply))
+        for job in reserved[len(shown) :]:  # no message: nobody would see them
+            await store.finish_job(job.id, JobStatus.CANCELLED, delivery=Delivery.GONE)
+        try:
+            requests = [await jobs.engine_request(job) for job, _ in shown]
+            handles = executor.submit_batch(requests) if requests else []
+        except ImagineError as error:  # the queue filled up meanwhile, a model no worker holds
+            for job, reply in shown:  # their messages say so
+                ended = await store.finish_job(job.id, JobStatus.CANCELLED, error=str(error))
+                jobs.deliver_later(ended, reply)
+            raise
+        for (job, reply), handle in zip(shown, handles, strict=True):
             jobs.follow(job, handle, reply)
-            shown.append(job)
-        return shown
+        if refused is not None:
+            raise ImagineError(
+                f"Discord did not take the jobs' messages ({refused}), so {len(shown)} of {len(reserved)} "
+                "jobs were queued; the others were cancelled and their images given back."
+            )
+        return [job for job, _ in shown]
 
     async def _asked(self, batch_id: int, user_id: int) -> Batch:
         """The batch, still waiting for its answer from ``user_id``; ImagineError saying why not."""

@@ -67,28 +67,9 @@ from imaginebot.params import (
     parse_aspect,
 )
 from imaginebot.prefer import expand_shortcuts
-from imaginebot.prompting import (
-    IMAGE_PROMPT_MAX_BYTES,
-    IMAGE_PROMPT_MAX_PIXELS,
-    Prepared,
-    check_image_prompt,
-    compose,
-    read_image_prompt,
-    speed_of,
-    split_repeats,
-)
+from imaginebot.prompting import Prepared, compose, read_image_prompt, speed_of, split_repeats
 from imaginebot.store import Store
 from imaginebot.store_models import Delivery, Job, JobKind, JobStatus, NewJob, UserSettings
-
-__all__ = [  # the image prompt's limits live in ``prompting``; the cogs take them from here
-    "IMAGE_PROMPT_MAX_BYTES",
-    "IMAGE_PROMPT_MAX_PIXELS",
-    "JobService",
-    "Leftovers",
-    "Origin",
-    "check_image_prompt",
-    "read_image_prompt",
-]
 
 log = logging.getLogger(__name__)
 
@@ -368,6 +349,10 @@ class JobService:
         """Follow a queued job to its delivered end (in a task of this service)."""
         self._spawn(self._follow(job, handle, reply), job.id)
 
+    def deliver_later(self, job: Job, reply: Reply) -> None:
+        """Deliver an ended job's final state (in a task of this service)."""
+        self._spawn(self._deliver(job, reply), job.id)
+
     def _spawn(self, coro: Coroutine[Any, Any, None], job_id: int) -> None:
         task = asyncio.create_task(coro, name=f"job-{job_id}")
         self._tasks.add(task)
@@ -469,7 +454,7 @@ class JobService:
                 log.exception("job %s: could not be resumed", job.id)
         for job in leftovers.undelivered:
             log.info("job %s: delivering what the last run could not", job.id)
-            self._spawn(self._deliver(job, reply_for(job)), job.id)
+            self.deliver_later(job, reply_for(job))
 
     async def _resume_one(self, job: Job, reply_for: Callable[[Job], Reply]) -> None:
         if job.message_id is None:  # it never got a message: nobody is waiting for it
@@ -481,7 +466,7 @@ class JobService:
         except ImagineError as error:  # QueueFull, a source picture gone
             log.info("job %s: not resumed: %s", job.id, error)
             ended = await self.store.finish_job(job.id, JobStatus.INTERRUPTED, error=str(error))
-            self._spawn(self._deliver(ended, reply_for(ended)), job.id)
+            self.deliver_later(ended, reply_for(ended))
             return
         log.info("job %s: resumed after a restart", job.id)
         self._spawn(self._follow(job, handle, reply_for(job)), job.id)

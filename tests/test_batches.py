@@ -268,3 +268,29 @@ async def test_an_edited_prompt_takes_shortcuts_but_no_repeat(service: Service) 
         await jobs.act(
             Origin(ALICE, GUILD, 20, 502), Action.REROLL, parent.id, 0, Reply(), Tweak(prompt="a kite --r 2")
         )
+
+
+async def test_a_queue_filled_while_the_messages_open_cancels_the_whole_batch(
+    service: Service, engine: FakeEngine
+) -> None:
+    jobs = await service(max_queued_per_user=2)
+    batches = Batches(jobs)
+    question = await batches.ask(WHERE, await jobs.prepare(ALICE, "a {cat, dog} --images 1"))
+    engine.gate.clear()  # what runs holds: what is queued waits
+
+    class Racing(Messages):
+        async def __call__(self, job: Job) -> tuple[int, Reply]:
+            if not self.opened:  # the student sends three more /imagine meanwhile
+                for i in range(3):
+                    await jobs.imagine(Origin(ALICE, GUILD, 20, 600 + i), f"more {i} --images 1", Reply())
+            return await super().__call__(job)
+
+    messages = Racing()
+    with pytest.raises(QueueFull, match="most allowed is 2"):
+        await batches.confirm(question.batch_id, ALICE, messages)
+    engine.gate.set()
+    await settled(jobs)
+    for _, reply in messages.opened:  # none of the batch was queued, and each of its messages says why
+        [view] = reply.delivered
+        assert view.job.status is JobStatus.CANCELLED and "most allowed is 2" in view.job.error
+    assert (await jobs.store.quota_status(GUILD, ALICE)).used == 3  # the three singles only

@@ -221,9 +221,13 @@ class Settings(commands.Cog):
     async def queue(self, interaction: discord.Interaction[ImagineBot]) -> None:
         """What is being made now and what is waiting."""
         snapshot = self.bot.jobs.queue()
-        lines = [f"▶️ <@{e.user_id}> {e.kind}: {short(e.prompt, 80)}" for e in snapshot.running]
+        lines = [
+            f"▶️ <@{e.user_id}> {e.kind}: {short(e.prompt, 80)}" + (" · relax" if e.relax else "")
+            for e in snapshot.running
+        ]
         lines += [
             f"{e.position}. <@{e.user_id}> {e.kind}: {short(e.prompt, 80)}"
+            + (" · relax" if e.relax else "")
             + (f" · starts {about(e.eta_s)}" if e.eta_s is not None else "")
             for e in snapshot.queued[:20]
         ]

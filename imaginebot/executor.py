@@ -81,6 +81,7 @@ class QueueEntry:
     prompt: str
     position: int | None  # None: running
     eta_s: float | None = None  # queued: seconds until it starts, roughly
+    relax: bool = False
 
 
 @dataclass(frozen=True)
@@ -395,7 +396,7 @@ class Executor:
     def queue_snapshot(self) -> QueueSnapshot:
         def row(entry: _Entry, position: int | None, eta: float | None = None) -> QueueEntry:
             r = entry.request
-            return QueueEntry(r.job_id, r.user_id, r.kind, r.spec.prompt, position, eta)
+            return QueueEntry(r.job_id, r.user_id, r.kind, r.spec.prompt, position, eta, r.relax)
 
         with self._cond:
             order = self._order()

@@ -315,6 +315,7 @@ async def test_relax_jobs_start_only_when_no_fast_job_waits(executor: Executor, 
     assert sorted(executor.positions(), key=executor.positions().get) == expected
     queued = executor.queue_snapshot().queued
     assert [e.job_id for e in queued] == expected
+    assert [e.relax for e in queued] == [False, False, True, True]  # /queue marks them
     etas = [e.eta_s for e in queued]
     assert all(eta is not None for eta in etas) and etas == sorted(etas)  # estimates follow the same order
     late = executor.submit(request(7, B))  # a fast job arriving later still goes before every relax job

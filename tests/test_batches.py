@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from fakes import FakeEngine
 from PIL import Image
-from waiting import within
+from waiting import until, within
 
 from imaginebot.actions import Action, Tweak
 from imaginebot.batches import Batches
@@ -62,6 +62,16 @@ class Messages:
         return self.opened[-1]
 
 
+async def running(jobs: JobService, job: Job) -> None:
+    """Until the worker has taken ``job`` (held in the engine's gate); a time-out shows the queue."""
+    await until(
+        lambda: any(e.job_id == job.id for e in jobs.queue().running),
+        f"job {job.id} to start",
+        timeout=60,
+        seen=jobs.queue,
+    )
+
+
 async def settled(jobs: JobService) -> None:
     """Until every job the service follows is delivered; a time-out shows the queue."""
     await within(jobs.idle(), "every job delivered", timeout=60, seen=jobs.queue)
@@ -102,6 +112,7 @@ async def service(tmp_path: Path, engine: FakeEngine) -> AsyncIterator[Service]:
         return jobs
 
     yield make
+    engine.gate.set()  # a test that failed while holding the worker must not hang the executor's stop
     for jobs, executor, store in opened:
         await jobs.close()
         await executor.stop()
@@ -193,7 +204,8 @@ async def test_refusals_before_asking_and_at_yes_take_nothing(service: Service, 
         await batches.ask(WHERE, await jobs.prepare(ALICE, "a {cat, owl}"))
     question = await batches.ask(WHERE, await jobs.prepare(ALICE, "a {cat, dog} --images 1"))
     engine.gate.clear()  # what runs holds: what is queued waits
-    for prompt in ("one --images 1", "two --images 1", "three --images 1"):
+    await running(jobs, await jobs.imagine(Origin(ALICE, GUILD, 20, 500), "one --images 1", Reply()))
+    for prompt in ("two --images 1", "three --images 1"):  # two waiting: the cap
         await jobs.imagine(Origin(ALICE, GUILD, 20, 500), prompt, Reply())
     used = (await jobs.store.quota_status(GUILD, ALICE)).used
     with pytest.raises(QueueFull, match="most allowed is 2"):  # the queue filled up before the Yes
@@ -280,9 +292,11 @@ async def test_a_queue_filled_while_the_messages_open_cancels_the_whole_batch(
 
     class Racing(Messages):
         async def __call__(self, job: Job) -> tuple[int, Reply]:
-            if not self.opened:  # the student sends three more /imagine meanwhile
-                for i in range(3):
-                    await jobs.imagine(Origin(ALICE, GUILD, 20, 600 + i), f"more {i} --images 1", Reply())
+            if not self.opened:  # the student sends three more /imagine meanwhile: one runs, two wait
+                more = [Origin(ALICE, GUILD, 20, 600 + i) for i in range(3)]
+                await running(jobs, await jobs.imagine(more[0], "more 0 --images 1", Reply()))
+                for i in (1, 2):
+                    await jobs.imagine(more[i], f"more {i} --images 1", Reply())
             return await super().__call__(job)
 
     messages = Racing()

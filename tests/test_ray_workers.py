@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 
 import pytest
+import pytest_asyncio
 from waiting import until, within, workers_seen
 
 ray = pytest.importorskip("ray")
@@ -32,20 +33,23 @@ from imaginebot.executor import (  # noqa: E402
 from imaginebot.ray_workers import ACTOR_PREFIX, NAMESPACE, RayWorkers, WorkerConfig  # noqa: E402
 from imaginebot.store_models import JobKind  # noqa: E402
 
-pytestmark = pytest.mark.slow
+# One event loop for the module: its executor (and the workers it follows) outlives a test.
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 A, B, C = 1, 2, 3
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[None]:
+    # A new local cluster turns Ray's token authentication on, with the test session's token (conftest)
     ray.init(num_cpus=4, namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def executor(cluster: None) -> AsyncIterator[Executor]:
-    """An executor with two Ray workers of one job at a time each (a four-image job costs 8)."""
+    """An executor with two Ray workers of one job at a time each (a four-image job costs 8), shared by
+    the module's tests (each worker is a process that loads torch and the model: seconds apiece)."""
     ex = Executor(planner=Planner.from_folder(EMBEDDED_MODEL), max_queued_per_user=5, preview_every=2)
     await ex.start()
     workers = RayWorkers(WorkerConfig(capacity=8, preview_every=2), ex.add_worker, workers=2)

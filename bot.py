@@ -50,7 +50,7 @@ log = logging.getLogger("imaginebot")
 # Read when torch is first imported, which is after this line (load_engine imports it lazily).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-COGS = ("cogs.imagine", "cogs.moderation", "cogs.settings", "cogs.gallery")
+COGS = ("cogs.imagine", "cogs.moderation", "cogs.settings", "cogs.gallery", "cogs.prefer")
 
 
 class ImagineBot(commands.Bot):
@@ -149,6 +149,7 @@ def job_service(settings: Settings, store: Store, executor: Executor, catalog: C
         catalog=catalog,
         upscale_max_side=settings.upscale_max_side,
         preview_min_interval=settings.preview_min_interval,
+        max_jobs=settings.max_permutations,
         delivery=DeliveryPolicy(
             give_up_after=timedelta(hours=settings.delivery_give_up_hours),
             retry_max_s=settings.delivery_retry_max,

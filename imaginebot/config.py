@@ -120,6 +120,13 @@ class Settings(BaseSettings):
         description="images a user may make per UTC day unless a moderator set otherwise, or unlimited",
     )
     max_queued_per_user: int = Field(3, ge=1, le=100, description="jobs one user may have waiting at once")
+    max_permutations: int = Field(
+        10,
+        ge=1,
+        le=100,
+        description="jobs one /imagine may make with {a, b} permutations and --repeat (the student is asked "
+        "before more than one is queued)",
+    )
     moderator_role: str | None = Field(
         None, description="name or id of a role whose members moderate (Manage Server always does)"
     )

@@ -20,6 +20,7 @@ import random
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from fractions import Fraction
 from typing import Final
 
@@ -37,6 +38,15 @@ DEFAULT_IMAGE_WEIGHT: Final = 1.0
 LORA_WEIGHT_RANGE: Final = (MIN_LORA_WEIGHT, MAX_LORA_WEIGHT)  # --lora name:weight
 DEFAULT_LORA_WEIGHT: Final = 1.0
 MAX_LORAS: Final = 4  # LoRAs in one prompt
+REPEAT_RANGE: Final = (1, 10)  # --repeat: jobs of one prompt
+
+
+class Speed(StrEnum):
+    """--fast / --relax: how a job waits (relax: after every fast job, costing no quota)."""
+
+    FAST = "fast"
+    RELAX = "relax"
+
 
 # What people type for the samplers, mapped to our names (diffusers' and A1111's spellings).
 SAMPLER_ALIASES: Final[dict[str, str]] = {
@@ -90,6 +100,8 @@ class ImagineRequest:
     image_weight: float | None = None  # --iw: how much an image prompt counts (None: not given)
     model: str = ""  # --model: which of the bot's models draws it ("": the only one)
     loras: tuple[tuple[str, float], ...] = ()  # --lora name:weight, in the order given
+    repeat: int = 1  # --repeat: this many jobs, each with its own seed (the job service splits them)
+    speed: Speed | None = None  # --fast / --relax (None: the user's /settings)
 
     @property
     def negative_prompt(self) -> str:
@@ -149,6 +161,10 @@ class ImagineRequest:
         if self.model:
             parts.append(f"--model {self.model}")
         parts += [f"--lora {name}:{_format_float(weight)}" for name, weight in self.loras]
+        if self.repeat > 1:
+            parts.append(f"--repeat {self.repeat}")
+        if self.speed is not None:
+            parts.append(f"--{self.speed}")
         return " ".join(parts)
 
 
@@ -384,9 +400,13 @@ _FLAG_ALIASES: Final[dict[str, str]] = {
     "iw": "iw",
     "model": "model",
     "lora": "lora",
+    "repeat": "repeat",
+    "r": "repeat",
+    "fast": "fast",
+    "relax": "relax",
 }
 # Flags that take no value.
-_SWITCHES: Final = frozenset({"tile"})
+_SWITCHES: Final = frozenset({"tile", "fast", "relax"})
 
 _EXPECTS: Final[dict[str, str]] = {
     "steps": f"a whole number from {STEPS_RANGE[0]} to {STEPS_RANGE[1]}",
@@ -400,7 +420,29 @@ _EXPECTS: Final[dict[str, str]] = {
     "model": "the name of one of the bot's models (/models lists them)",
     "lora": f"a LoRA's name and a weight from {LORA_WEIGHT_RANGE[0]:g} to {LORA_WEIGHT_RANGE[1]:g}, "
     "like --lora pixel_art:0.8",
+    "repeat": f"a whole number from {REPEAT_RANGE[0]} to {REPEAT_RANGE[1]}",
 }
+
+
+def is_flag_name(name: str) -> bool:
+    """Whether ``--name`` is one of our flags (any spelling): a /prefer shortcut may not take its name."""
+    return name.lower() in _FLAG_ALIASES
+
+
+def without_flags(text: str, names: Collection[str]) -> str:
+    """``text`` less the flags ``names`` (canonical) and their values: a /prefer suffix loses the flags its
+    prompt gives itself. ParamError as ``parse`` for an unknown flag."""
+    pieces: list[str] = []
+    pos = 0
+    while (match := _FLAG.search(text, pos)) is not None:
+        canonical = _canonical_flag(match.group("name"))
+        if canonical is None:
+            raise ParamError(_unknown_flag_message("--" + match.group("name")))
+        end = match.end() if canonical in _SWITCHES else _read_value(text, match.end(), canonical)[1]
+        pieces.append(text[pos : match.start()] if canonical in names else text[pos:end])
+        pos = end
+    pieces.append(text[pos:])
+    return " ".join(" ".join(pieces).split())
 
 
 def _unknown_flag_message(typed: str) -> str:
@@ -451,7 +493,12 @@ def parse(
             if flag.name in given:
                 raise ParamError(f"{flag.typed} was given twice; once is enough.")
             given[flag.name] = flag.typed
-            request = replace(request, tile=True)
+            if flag.name == "tile":
+                request = replace(request, tile=True)
+            elif request.speed is not None:
+                raise ParamError(f"{given[request.speed]} and {flag.typed} contradict each other; give one.")
+            else:
+                request = replace(request, speed=Speed(flag.name))
             continue
         if flag.value is None or not flag.value.strip():
             raise ParamError(f"{flag.typed} needs a value: {_EXPECTS[flag.name]}.")
@@ -480,6 +527,8 @@ def parse(
                 request = replace(request, images=_int_in(flag, value, *IMAGES_RANGE))
             case "iw":
                 request = replace(request, image_weight=_float_in(flag, value, *IMAGE_WEIGHT_RANGE))
+            case "repeat":
+                request = replace(request, repeat=_int_in(flag, value, *REPEAT_RANGE))
     if not scan.prompt:
         raise ParamError("The prompt is empty: describe the picture before or after the flags.")
     if "seed" not in given:
@@ -493,6 +542,8 @@ def _latest(flags: list[_Flag]) -> list[_Flag]:
     def key(flag: _Flag) -> object:
         if flag.name == "lora" and flag.value:
             return ("lora", flag.value.rpartition(":")[0].strip().casefold() or flag.value.casefold())
+        if flag.name in (Speed.FAST, Speed.RELAX):
+            return "speed"  # --fast after --relax: the later one wins, as for any flag
         return flag.name if flag.name != "no" else id(flag)
 
     last = {key(flag): flag for flag in flags}

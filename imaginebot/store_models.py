@@ -108,6 +108,7 @@ class NewJob:
     tile_index: int | None = None  # 0-based tile of the parent, for V and U
     edit: Edit | None = None  # kind EDIT
     source: str | None = None  # an image prompt's picture, relative to the data directory
+    relax: bool = False  # asked for relax (--relax, /settings); out of quota, the store may make it relax
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,14 @@ class Job:
     review: Review | None = None  # where a moderator's review of ``flagged`` stands
     reviewed_by: int | None = None
     reviewed_at: datetime | None = None
+    hidden_at: datetime | None = None  # taken down by a moderator (the gallery and Discord no longer show it)
+    hidden_by: int | None = None  # the moderator who took it down
+    purged_at: datetime | None = None  # its files were deleted from disk, a day after the takedown: no undo
+    relax: bool = False  # waits until no fast job does, costs no quota
+
+    @property
+    def hidden(self) -> bool:
+        return self.hidden_at is not None
 
     def held_back(self, tile: int) -> bool:
         """Whether 0-based ``tile`` may not be shown in clear nor worked on (U, V, the tools): the job was
@@ -147,14 +156,6 @@ class Job:
         if self.hidden:
             return True
         return tile in self.flagged and self.review is not Review.RELEASED
-
-    hidden_at: datetime | None = None  # taken down by a moderator (the gallery and Discord no longer show it)
-    hidden_by: int | None = None  # the moderator who took it down
-    purged_at: datetime | None = None  # its files were deleted from disk, a day after the takedown: no undo
-
-    @property
-    def hidden(self) -> bool:
-        return self.hidden_at is not None
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,7 @@ class UserSettings:
     images: int | None = None
     remix: bool = False  # V, 🔄, Vary, Zoom and Pan first open the prompt for editing
     model: str | None = None  # a name of IMAGINEBOT_MODELS: the model when the prompt has no --model
+    relax: bool = False  # Relax mode: jobs wait until no fast job does, and cost no quota
 
 
 @dataclass(frozen=True)
@@ -205,3 +207,23 @@ class ModAction:
 class UsageRow:
     user_id: int
     images: int
+
+
+class BatchState(StrEnum):
+    ASKED = "asked"  # the Yes/No question is out
+    QUEUED = "queued"  # Yes: its jobs were reserved
+    DECLINED = "declined"  # No
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Several jobs from one /imagine (permutations, --repeat), waiting for the student's Yes."""
+
+    id: int
+    user_id: int
+    guild_id: int
+    channel_id: int
+    texts: tuple[str, ...]  # one canonical prompt per job, seeds drawn
+    source: str | None  # an image prompt's picture the jobs share
+    state: BatchState
+    created_at: datetime

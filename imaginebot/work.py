@@ -21,6 +21,7 @@ class JobRequest:
     user_id: int
     kind: JobKind
     spec: GenerateSpec
+    relax: bool = False  # relax: starts only when no fast job waits (a priority class of the fair queue)
 
     @property
     def task(self) -> Task:

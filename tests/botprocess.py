@@ -110,13 +110,15 @@ class BotProcess:
         return code
 
     async def stop(self, sig: int = signal.SIGINT) -> None:
+        """``sig``, then 30 s to exit before SIGKILL (which its output then says)."""
         if self.process is not None and self.process.returncode is None:
             self.process.send_signal(sig)
             try:
-                await self.wait(30)
+                await asyncio.wait_for(self.process.wait(), 30)
             except TimeoutError:
+                self.lines.append(f"(the test killed the bot: it had not exited 30 s after signal {sig})")
                 self.process.kill()
-                await self.wait(30)
+            await self.wait(30)
 
 
 def free_port() -> int:

@@ -54,7 +54,9 @@ def _weighted(predictions: Sequence[torch.Tensor], weights: Sequence[float]) -> 
 def spread_conditioning(
     prompt_embeds: torch.Tensor, layout: Layout, seeds: Sequence[int], chaos: int
 ) -> torch.Tensor:
-    """--chaos: every part's embeddings, moved by tile *i*'s own noise (drawn from its seed) in its rows."""
+    """--chaos: every part's embeddings, moved by tile *i*'s own noise (drawn from its seed) in its rows. The
+    negative side stays as it is, and so do SDXL's pooled embeddings: the tokens the UNet attends to are what
+    it reads the prompt from."""
     if chaos == 0:
         return prompt_embeds
     batch_size = len(seeds)

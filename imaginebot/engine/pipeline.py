@@ -403,11 +403,9 @@ class DiffusionEngine:
             if i + 1 == job.plan.steps and job.plan.steps < len(job.timesteps):
                 # --stop: the last step run gives the model's prediction of the clean latents
                 job.latents = self._predicted_x0(row[: job.spec.num_images], pred, job)
-            else:
-                # x_t -> x_t-1
-                job.latents = job.scheduler.step(pred, t, job.latents, **job.step_kwargs, return_dict=False)[
-                    0
-                ]
+            else:  # x_t -> x_t-1
+                stepped = job.scheduler.step(pred, t, job.latents, **job.step_kwargs, return_dict=False)
+                job.latents = stepped[0]
             if job.masked is not None:
                 job.latents = self._blend_kept(job)
             job.steps_done += 1

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -34,11 +35,12 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import ActorDiedError, RayActorError
+from ray.exceptions import ActorDiedError, AuthenticationError, RayActorError
 
 from imaginebot.batcher import Batcher, BatchJob, Dispatch
 from imaginebot.catalog import ModelEntry
 from imaginebot.engine.api import Plan
+from imaginebot.errors import ConfigError
 from imaginebot.eta import Line
 from imaginebot.work import Event, FinalEvent, JobRequest
 
@@ -318,25 +320,64 @@ def probe(address: str) -> None:
 
 def connect(address: str) -> None:
     """Join the cluster at ``address`` (``auto``, ``host:port`` or ``ray://host:10001``); its token
-    authentication applies (``RAY_AUTH_MODE=token``, the token in ``~/.ray/auth_token``). On the main
-    thread: Ray sets its signal handlers there."""
-    if not ray.is_initialized():
+    authentication applies (``RAY_AUTH_MODE=token``, the token in ``~/.ray/auth_token`` or the file
+    ``RAY_AUTH_TOKEN_PATH`` names). On the main thread: Ray sets its signal handlers there. A token the
+    cluster wants and this machine lacks is a ConfigError saying where to put it (never the token)."""
+    if ray.is_initialized():
+        return
+    try:
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING)
+    except AuthenticationError as error:
+        where = os.environ.get("RAY_AUTH_TOKEN_PATH") or "~/.ray/auth_token"
+        raise ConfigError(
+            f"The Ray cluster at {address} refused the bot: {_first_sentence(error)} Copy the cluster's "
+            f"token file from the head machine to {where} here (or point RAY_AUTH_TOKEN_PATH at it), "
+            "with RAY_AUTH_MODE=token."
+        ) from None
+
+
+def _first_sentence(error: Exception) -> str:
+    text = " ".join(str(error).split())
+    return text.split(". ")[0].rstrip(".") + "."
+
+
+@dataclass(frozen=True)
+class LocalHead:
+    """A ``ray start --head`` cluster on this machine, with token authentication on."""
+
+    address: str
+    token_path: Path
+
+    @property
+    def client_env(self) -> dict[str, str]:
+        """What a process joining it needs in its environment (the token's path, not the token)."""
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token_path)}
 
 
 @contextlib.contextmanager
-def local_head(*, cpus: int = 2, port: int | None = None) -> Iterator[str]:
-    """A ``ray start --head`` cluster on 127.0.0.1 for tests and benchmarks; yields its address.
+def local_head(
+    *, cpus: int = 2, port: int | None = None, token_path: Path | None = None
+) -> Iterator[LocalHead]:
+    """A ``ray start --head`` cluster on 127.0.0.1 for tests and benchmarks, with token authentication as
+    the lab's (README): its token is ``token_path`` (made, readable by this user alone, where it is
+    missing; default: in the cluster's temp dir), never ``~/.ray/auth_token``, so that nothing depends on
+    what an earlier Ray left in the home directory.
 
     Stopped at the end, errors included, by ending its ``--block`` process: that takes down this cluster
     only, where ``ray stop`` would end every Ray cluster of this user on the machine.
     """
     ray_cli = str(Path(sys.executable).with_name("ray"))
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    token_path = token_path or Path(temp_dir) / "auth_token"
+    if not token_path.exists():
+        token_path.parent.mkdir(parents=True, exist_ok=True)
+        token_path.touch(mode=0o600)
+        token_path.write_text(secrets.token_hex(32))
     if port is None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = int(sock.getsockname()[1])
+    head = LocalHead(f"127.0.0.1:{port}", token_path)
     log_path = Path(temp_dir) / "ray-start.log"
     command = [
         *(ray_cli, "start", "--head", "--block", f"--port={port}", f"--num-cpus={cpus}"),
@@ -344,23 +385,24 @@ def local_head(*, cpus: int = 2, port: int | None = None) -> Iterator[str]:
     ]
     env = {
         **os.environ,
+        **head.client_env,
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # bind to 127.0.0.1, not the machine's other address
         "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",  # nothing to drain at the end
     }
     with log_path.open("w") as log:
-        head = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
         while "Ray runtime started" not in log_path.read_text():
-            if head.poll() is not None or time.monotonic() > deadline:
+            if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"ray start failed:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.2)
-        yield f"127.0.0.1:{port}"
+        yield head
     finally:
-        head.terminate()
+        process.terminate()
         try:
-            head.wait(60)
+            process.wait(60)
         except subprocess.TimeoutExpired:
-            head.kill()  # its reaper process ends the rest
-            head.wait()
+            process.kill()  # its reaper process ends the rest
+            process.wait()
         shutil.rmtree(temp_dir, ignore_errors=True)

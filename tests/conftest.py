@@ -17,7 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import discord
@@ -31,6 +35,20 @@ from imaginebot.mockdiscord import MockDiscord, run_mock_discord
 from imaginebot.mockdiscord.clients import CHROMIUM, CHROMIUM_ARGS
 
 StartBot = Callable[..., Awaitable[discord.Client]]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A Ray token of the session's own: a Ray cluster started in a test turns token authentication on
+    and, where ``~/.ray/auth_token`` is missing, writes one there, so that without this every later Ray
+    test, bot and run would depend on what an earlier one left in the home directory (and on the order of
+    the tests). Set before any test imports Ray; its processes and the bots started by tests inherit it."""
+    if "RAY_AUTH_TOKEN_PATH" not in os.environ:
+        folder = Path(tempfile.mkdtemp(prefix="imaginebot-tests-ray-"))
+        token = folder / "auth_token"
+        token.touch(mode=0o600)
+        token.write_text(secrets.token_hex(32))
+        os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
+        config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
 
 
 @pytest_asyncio.fixture

@@ -11,13 +11,15 @@ import signal
 import socket
 import sqlite3
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from imaginebot.mockdiscord import run_mock_discord
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "mock.the-secret-bot-token-Zq81"  # the local Discord's; checked never to be shown
@@ -70,21 +72,45 @@ class BotProcess:
     def output(self) -> str:
         return "\n".join(self.lines)
 
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.lines[-lines:]) or "(nothing)"
+
+    async def expect(self, what: str, awaitable: Awaitable[T], timeout: float = STARTUP) -> T:  # noqa: ASYNC109
+        """``awaitable``'s result; fails saying what it waited for and what the bot last said, when the
+        time is up or the bot exits first."""
+        assert self.process is not None
+        waiting, exited = asyncio.ensure_future(awaitable), asyncio.ensure_future(self.process.wait())
+        done, _ = await asyncio.wait({waiting, exited}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if waiting in done:
+            exited.cancel()
+            return waiting.result()
+        waiting.cancel()
+        if exited in done:
+            assert self._reader is not None
+            await self._reader  # its last lines
+            raise AssertionError(
+                f"the bot exited with {exited.result()} while the test waited for {what}:\n{self.tail()}"
+            )
+        exited.cancel()
+        raise AssertionError(f"waited {timeout:.0f} s for {what}; the bot's last lines:\n{self.tail()}")
+
     async def wait_for_line(self, pattern: str, *, count: int = 1, timeout: float = STARTUP) -> list[str]:  # noqa: ASYNC109
-        async with asyncio.timeout(timeout):
+        async def found() -> list[str]:
             while True:
-                found = [line for line in self.lines if re.search(pattern, line)]
-                if len(found) >= count:
-                    return found
-                assert self.process is not None
-                if self.process.returncode is not None:
-                    raise AssertionError(f"the bot exited with {self.process.returncode}:\n{self.output}")
+                lines = [line for line in self.lines if re.search(pattern, line)]
+                if len(lines) >= count:
+                    return lines
                 self._new_line.clear()
                 await self._new_line.wait()
 
+        return await self.expect(f"{count} line(s) matching {pattern!r}", found(), timeout)
+
     async def wait(self, timeout: float = STARTUP) -> int:  # noqa: ASYNC109
         assert self.process is not None and self._reader is not None
-        code = await asyncio.wait_for(self.process.wait(), timeout)
+        try:
+            code = await asyncio.wait_for(self.process.wait(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"the bot did not exit within {timeout:.0f} s:\n{self.tail()}") from None
         await self._reader
         return code
 
@@ -126,7 +152,7 @@ async def test_start_up_waits_out_an_unreachable_or_failing_discord(
         server.outage(600, 503)
         await bot.wait_for_line(r"failed: Discord answered 503.*Trying again")
         server.clear_faults()
-        await server.wait_for_commands(timeout=120)
+        await commands_synced(bot, server, timeout=120)
         assert server.requests(path_contains="/users/@me", status=200)
         await bot.stop()
     assert "Traceback" not in bot.output and "Unclosed" not in bot.output
@@ -158,18 +184,38 @@ def job_row(data_dir: Path) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
-async def wait_for_job(data_dir: Path, check: Any, timeout: float = 120) -> dict[str, Any]:  # noqa: ASYNC109
-    async with asyncio.timeout(timeout):
+async def wait_for_job(bot: BotProcess, what: str, check: Any, timeout: float = 120) -> dict[str, Any]:  # noqa: ASYNC109
+    """The newest job's row once ``check`` holds for it; a time-out says the row it last saw."""
+    seen: list[dict[str, Any] | None] = [None]
+
+    async def poll() -> dict[str, Any]:
         while True:
-            row = job_row(data_dir)
+            row = seen[0] = job_row(bot.data_dir)
             if row is not None and check(row):
                 return row
             await asyncio.sleep(0.1)
+
+    try:
+        return await bot.expect(f"the newest job to be {what}", poll(), timeout)
+    except AssertionError as error:
+        shown = {k: seen[0][k] for k in ("id", "status", "delivery")} if seen[0] else None
+        raise AssertionError(f"{error}\nthe newest job: {shown}") from None
 
 
 def grid_of(interaction: Any) -> Any:
     """A message test: the grid (U buttons) answering ``interaction``."""
     return lambda m: m.interaction is interaction and any(c.startswith("ib:u:") for c in m.custom_ids)
+
+
+async def commands_synced(bot: BotProcess, server: Any, timeout: float = STARTUP) -> None:  # noqa: ASYNC109
+    await bot.expect(
+        "the bot to sync its slash commands", server.wait_for_commands(timeout=timeout + 5), timeout
+    )
+
+
+async def grid_for(bot: BotProcess, server: Any, interaction: Any, timeout: float = STARTUP) -> Any:  # noqa: ASYNC109
+    what = f"the grid answering interaction {interaction.id} (/{interaction.command_name})"
+    return await bot.expect(what, server.wait_for_message(grid_of(interaction), timeout=timeout + 5), timeout)
 
 
 async def test_a_bot_killed_between_done_and_delivered_delivers_at_its_next_start(
@@ -179,22 +225,23 @@ async def test_a_bot_killed_between_done_and_delivered_delivers_at_its_next_star
     async with run_mock_discord(bot_token=TOKEN) as server:
         first = await BotProcess(server.url, data_dir).start()
         bots.append(first)
-        await server.wait_for_commands(timeout=STARTUP)
+        await commands_synced(first, server)
         interaction = await server.send_command(
             "imagine", {"prompt": "a red circle on a blue background --steps 30"}, user=server.alice
         )
-        await server.wait_for_response(interaction, lambda m: bool(m.custom_ids), timeout=60)
+        replied = server.wait_for_response(interaction, lambda m: bool(m.custom_ids), timeout=65)
+        await first.expect("the first reply, with its Cancel button", replied, 60)
         server.outage(600, 503)  # Discord is down: the grid can't be delivered
-        row = await wait_for_job(data_dir, lambda r: r["status"] == "done")
+        row = await wait_for_job(first, "done", lambda r: r["status"] == "done")
         assert row["delivery"] == "pending"
         await first.stop(signal.SIGKILL)  # no goodbye: the store is all that is left
         server.clear_faults()
 
         second = await BotProcess(server.url, data_dir).start()
         bots.append(second)
-        grid = await server.wait_for_message(grid_of(interaction), timeout=STARTUP)
+        grid = await grid_for(second, server, interaction)
         assert grid.attachments and grid.attachments[0].data[:4] == b"\x89PNG"
-        row = await wait_for_job(data_dir, lambda r: r["delivery"] == "delivered")
+        row = await wait_for_job(second, "delivered", lambda r: r["delivery"] == "delivered")
         assert row["status"] == "done" and row["charged"] == 4  # charged once
         # The new process has no interaction object: the grid went in with the bot token.
         assert [r for r in server.requests(path_contains="/channels/", status=200) if r.method == "PATCH"]
@@ -209,13 +256,13 @@ async def test_two_devices_two_workers(tmp_path: Path, bots: list[BotProcess]) -
             server.url, tmp_path / "data", IMAGINEBOT_DEVICES="cpu,cpu", IMAGINEBOT_BATCH_CAPACITY="1"
         ).start()
         bots.append(bot)
-        await server.wait_for_commands(timeout=STARTUP)
+        await commands_synced(bot, server)
         interactions = [
             await server.send_command("imagine", {"prompt": f"a red circle --steps 40 --seed {i}"}, user=user)
             for i, user in enumerate((server.alice, server.bob))
         ]
         for interaction in interactions:
-            await server.wait_for_message(grid_of(interaction), timeout=120)
+            await grid_for(bot, server, interaction, timeout=120)
         await bot.stop()
     assert "loading shapes-64 on cpu, cpu" in bot.output
     # one job at a time per worker, two jobs at once: each worker ran one
@@ -239,17 +286,19 @@ async def test_several_models_and_a_lora_folder(tmp_path: Path, bots: list[BotPr
             IMAGINEBOT_LORA_DIR=str(loras),
         ).start()
         bots.append(bot)
-        await server.wait_for_commands(timeout=STARTUP)
+        await commands_synced(bot, server)
         listing = await server.send_command("models", {}, user=server.alice)
-        shown = await server.wait_for_response(listing, lambda m: m.ephemeral, timeout=60)
+        shown = await bot.expect(
+            "/models' answer", server.wait_for_response(listing, lambda m: m.ephemeral, timeout=65), 60
+        )
         assert "**shapes** (default)" in shown.content and "**quick**" in shown.content
         assert "steps 3 · cfg 4" in shown.content and "`ink`" in shown.content
         asked = await server.send_command(
             "imagine", {"prompt": "a red circle --model quick"}, user=server.bob
         )
-        grid = await server.wait_for_message(grid_of(asked), timeout=120)
+        grid = await grid_for(bot, server, asked, timeout=120)
         assert "--model quick" in grid.content
-        row = await wait_for_job(tmp_path / "data", lambda r: r["status"] == "done")
+        row = await wait_for_job(bot, "done", lambda r: r["status"] == "done")
         await bot.stop()
     assert (row["model"], row["steps"], row["cfg"]) == ("quick", 3, 4.0)
     assert "loading shapes, quick on auto" in bot.output
@@ -268,18 +317,35 @@ async def test_a_truncated_checkpoint_is_one_line_naming_it(tmp_path: Path, bots
     assert "Traceback" not in bot.output
 
 
+@contextlib.asynccontextmanager
+async def ray_head(**options: Any) -> AsyncIterator[Any]:
+    """``local_head`` on a thread: starting and stopping a cluster takes seconds, during which the bot's
+    output must still be read and the local Discord must still answer."""
+    from imaginebot.ray_workers import local_head
+
+    manager = local_head(**options)
+    head = await asyncio.to_thread(manager.__enter__)
+    try:
+        yield head
+    finally:
+        await asyncio.to_thread(manager.__exit__, None, None, None)
+
+
 async def test_the_bot_on_a_ray_cluster_waits_for_it_uses_every_worker_and_loses_no_job(
     tmp_path: Path, bots: list[BotProcess]
 ) -> None:
-    """As README's lab set-up: the cluster is not up yet when the bot starts; then two workers; a
-    worker's process killed mid-job (a PC switched off); the bot itself killed with jobs queued."""
+    """As README's lab set-up: the cluster (token authentication on) is not up yet when the bot starts;
+    then two workers; a worker's process killed mid-job (a PC switched off); the bot itself killed with
+    jobs queued. A bot without the cluster's token is refused in one line. Nothing here depends on what an
+    earlier Ray left in ~/.ray: the cluster's token is this test's own file."""
     pytest.importorskip("ray")
-    data_dir, port = tmp_path / "data", free_port()
+    data_dir, port, token = tmp_path / "data", free_port(), tmp_path / "ray" / "auth_token"
     ray_env = {
         "IMAGINEBOT_RAY_ADDRESS": f"127.0.0.1:{port}",
         "IMAGINEBOT_RAY_WORKERS": "2",
         "IMAGINEBOT_BATCH_CAPACITY": "8",  # one four-image job per worker at a time
         "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(token),
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     }
     async with run_mock_discord(bot_token=TOKEN) as server:
@@ -288,10 +354,20 @@ async def test_the_bot_on_a_ray_cluster_waits_for_it_uses_every_worker_and_loses
         retrying = r"Connecting to the Ray cluster at .* failed: .*Trying again"
         lines = await bot.wait_for_line(retrying, count=2)
         assert f"nothing answers at 127.0.0.1:{port}" in lines[0]
-        from imaginebot.ray_workers import local_head
 
-        with local_head(port=port):
-            await server.wait_for_commands(timeout=STARTUP)
+        async with ray_head(port=port, token_path=token):
+            stranger = await BotProcess(
+                server.url,
+                tmp_path / "stranger",
+                **(ray_env | {"RAY_AUTH_TOKEN_PATH": str(tmp_path / "none")}),
+            ).start()
+            bots.append(stranger)
+            assert await stranger.wait() == 2
+            refused = [line for line in stranger.lines if "refused the bot" in line]
+            assert len(refused) == 1 and str(tmp_path / "none") in refused[0], stranger.output
+            assert token.read_text() not in stranger.output and "Traceback" not in stranger.output
+
+            await commands_synced(bot, server)
             await bot.wait_for_line(r"imaginebot-worker-1 ready on", timeout=STARTUP)
             users = (server.alice, server.bob, server.user("carol"))
             interactions = [
@@ -304,7 +380,7 @@ async def test_the_bot_on_a_ray_cluster_waits_for_it_uses_every_worker_and_loses
             pids = [int(m) for line in bot.lines for m in re.findall(r"ready on \S+ \(pid (\d+)\)", line)]
             os.kill(pids[0], signal.SIGKILL)  # both workers are busy: one job is lost with it
             for interaction in interactions:
-                await server.wait_for_message(grid_of(interaction), timeout=STARTUP)
+                await grid_for(bot, server, interaction)
 
             # the bot itself dies with jobs queued: the next start runs them on the cluster again
             queued = [
@@ -316,7 +392,7 @@ async def test_the_bot_on_a_ray_cluster_waits_for_it_uses_every_worker_and_loses
             again = await BotProcess(server.url, data_dir, **ray_env).start()
             bots.append(again)
             for interaction in queued:
-                await server.wait_for_message(grid_of(interaction), timeout=STARTUP)
+                await grid_for(again, server, interaction)
             await again.stop()
     assert "back to the front of the queue" in bot.output
     assert re.search(r"starts on worker 0", bot.output) and re.search(r"starts on worker 1", bot.output)

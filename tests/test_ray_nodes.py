@@ -10,6 +10,7 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from waiting import until, within, workers_seen
 
 ray = pytest.importorskip("ray")
 cluster_utils = pytest.importorskip("ray.cluster_utils")
@@ -43,14 +44,20 @@ async def test_a_gpu_node_that_joins_gets_a_worker(cluster: object, caplog: pyte
     try:
         assert len(workers.placed) == 1  # one GPU in the cluster so far
         cluster.add_node(num_cpus=2, num_gpus=1)  # type: ignore[attr-defined]
-        async with asyncio.timeout(120):  # placed within poll_s, then loading the model
-            while True:
-                if len(workers.placed) == 2 and all(w.accepting for w in workers.placed):
-                    break
-                await asyncio.sleep(0.2)
+        await until(  # placed within poll_s, then loading the model
+            lambda: len(workers.placed) == 2 and all(w.accepting for w in workers.placed),
+            "a second worker, on the node that joined, to load its model",
+            timeout=120,
+            seen=lambda: workers_seen(workers),
+        )
         spec = GenerateSpec("a red circle", width=64, height=64, num_inference_steps=20, seeds=(1, 2, 3, 4))
         handles = [ex.submit(JobRequest(i, i, JobKind.IMAGINE, spec)) for i in (1, 2)]
-        finals = await asyncio.wait_for(asyncio.gather(*(h.wait() for h in handles)), 120)
+        finals = await within(
+            asyncio.gather(*(h.wait() for h in handles)),
+            "both jobs to end",
+            timeout=120,
+            seen=lambda: (ex.queue_snapshot(), workers_seen(workers)),
+        )
         assert all(isinstance(f, Done) for f in finals)
         assert {m.rsplit(" ", 1)[-1] for m in caplog.messages if "starts on worker" in m} == {"0", "1"}
     finally:

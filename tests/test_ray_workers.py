@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 
 import pytest
+import pytest_asyncio
+from waiting import until, within, workers_seen
 
 ray = pytest.importorskip("ray")
 
@@ -31,29 +33,33 @@ from imaginebot.executor import (  # noqa: E402
 from imaginebot.ray_workers import ACTOR_PREFIX, NAMESPACE, RayWorkers, WorkerConfig  # noqa: E402
 from imaginebot.store_models import JobKind  # noqa: E402
 
-pytestmark = pytest.mark.slow
+# One event loop for the module: its executor (and the workers it follows) outlives a test.
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 A, B, C = 1, 2, 3
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[None]:
+    # A new local cluster turns Ray's token authentication on, with the test session's token (conftest)
     ray.init(num_cpus=4, namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def executor(cluster: None) -> AsyncIterator[Executor]:
-    """An executor with two Ray workers of one job at a time each (a four-image job costs 8)."""
+    """An executor with two Ray workers of one job at a time each (a four-image job costs 8), shared by
+    the module's tests (each worker is a process that loads torch and the model: seconds apiece)."""
     ex = Executor(planner=Planner.from_folder(EMBEDDED_MODEL), max_queued_per_user=5, preview_every=2)
     await ex.start()
     workers = RayWorkers(WorkerConfig(capacity=8, preview_every=2), ex.add_worker, workers=2)
     workers.top_up()
-    async with asyncio.timeout(180):  # both loaded, or the first could take every job before the second is up
-        while True:
-            if len(workers.placed) == 2 and all(w.accepting for w in workers.placed):
-                break
-            await asyncio.sleep(0.1)
+    await until(  # both loaded, or the first could take every job before the second is up
+        lambda: len(workers.placed) == 2 and all(w.accepting for w in workers.placed),
+        "two Ray workers to load the model",
+        timeout=180,
+        seen=lambda: workers_seen(workers),
+    )
     yield ex
     await ex.stop()
     for worker in workers.placed:
@@ -84,8 +90,11 @@ async def test_jobs_spread_over_two_workers_in_fair_order(
         if isinstance(event, Started):
             started.append(event.job_id)
 
-    handles = [executor.submit(job(i, A), on_event=record) for i in (1, 2, 3)]
-    handles.append(executor.submit(job(4, B), on_event=record))
+    # All four are queued before a worker may take one (the executor's lock is the workers' too): otherwise
+    # a worker free when job 2 arrives rightly takes it before job 4 exists, and there is no order to test.
+    with executor._cond:
+        handles = [executor.submit(job(i, A), on_event=record) for i in (1, 2, 3)]
+        handles.append(executor.submit(job(4, B), on_event=record))
     previews: list[Progress] = []
     for handle in handles:
         async for event in handle.events():
@@ -101,7 +110,8 @@ async def test_jobs_spread_over_two_workers_in_fair_order(
 
 async def test_cancel_reaches_a_remote_job_and_queued_jobs_get_estimates(executor: Executor) -> None:
     warm = executor.submit(job(9, C, steps=2))
-    assert isinstance(await asyncio.wait_for(warm.wait(), 120), Done)  # its worker's step times are known
+    warmed = await within(warm.wait(), "a first job", timeout=120, seen=executor.queue_snapshot)
+    assert isinstance(warmed, Done)  # its worker's step times are known
     running = [executor.submit(job(i, user, steps=200)) for i, user in ((10, A), (11, B))]
     for handle in running:
         await first(handle, Progress)  # both workers busy
@@ -110,8 +120,12 @@ async def test_cancel_reaches_a_remote_job_and_queued_jobs_get_estimates(executo
     (waiting,) = executor.queue_snapshot().queued
     assert waiting.job_id == 12 and waiting.eta_s is not None and waiting.eta_s > 0
     assert executor.cancel(10) and executor.cancel(11)
-    assert await asyncio.wait_for(running[0].wait(), 60) == Cancelled(10)
-    assert isinstance(await asyncio.wait_for(queued.wait(), 120), Done)  # the workers carry on
+    cancelled = await within(
+        running[0].wait(), "job 10 to be cancelled", timeout=60, seen=executor.queue_snapshot
+    )
+    assert cancelled == Cancelled(10)
+    after = await within(queued.wait(), "job 12 to run after", timeout=120, seen=executor.queue_snapshot)
+    assert isinstance(after, Done)  # the workers carry on
 
 
 async def test_a_worker_killed_mid_job_loses_nothing(
@@ -123,7 +137,8 @@ async def test_a_worker_killed_mid_job_loses_nothing(
     await first(handles[1], Progress)  # both workers are mid-job now
     actor = ray.get_actor(f"{ACTOR_PREFIX}0", namespace=NAMESPACE)
     os.kill((await actor.info.remote())["pid"], signal.SIGKILL)
-    finals = await asyncio.wait_for(asyncio.gather(*(h.wait() for h in handles)), 300)
+    every = asyncio.gather(*(h.wait() for h in handles))
+    finals = await within(every, "all three jobs to end", timeout=300, seen=executor.queue_snapshot)
     assert all(isinstance(f, Done) and len(f.result.images) == 4 for f in finals)
     lost = [m for m in caplog.messages if "back to the front of the queue" in m]
     assert len(lost) == 1  # the killed worker's job ran again elsewhere (or on the restarted worker)
@@ -153,7 +168,8 @@ async def test_jobs_go_to_the_ray_worker_that_holds_their_model(
             ex.submit(JobRequest(i, i, JobKind.IMAGINE, replace(job(i, i, steps=2).spec, model=model)))
             for i, model in jobs
         ]
-        finals = await asyncio.wait_for(asyncio.gather(*(h.wait() for h in handles)), 300)
+        every = asyncio.gather(*(h.wait() for h in handles))
+        finals = await within(every, "the three jobs to end", timeout=300, seen=ex.queue_snapshot)
         assert all(isinstance(f, Done) for f in finals)
         ran = {
             int(m.split()[1].rstrip(":")): m.rsplit(" ", 1)[-1] for m in caplog.messages if "starts on" in m

@@ -138,8 +138,11 @@ class MockDiscord:
         found = next((m for m in self.state.modals.values() if matches(m)), None)
         if found is not None:
             return found
+        whose = f"interaction {interaction.id}" if interaction is not None else getattr(user, "username", "")
         event = await self.state.wait_for(
-            lambda e: e.kind == "modal_open" and e.modal is not None and matches(e.modal), timeout
+            lambda e: e.kind == "modal_open" and e.modal is not None and matches(e.modal),
+            timeout,
+            f"a modal opened for {whose}",
         )
         assert event.modal is not None
         return event.modal
@@ -179,12 +182,14 @@ class MockDiscord:
         timeout: float = 5.0,  # noqa: ASYNC109 - the test API's documented shape
         channel: Channel | None = None,
         existing: bool = True,
+        what: str = "",
     ) -> Message:
         """The first message (created or edited) for which ``predicate`` holds, in ``channel`` (a guild
         channel or a DM; None: anywhere).
 
         With ``existing`` (default) messages already there are checked first, newest first, so a
-        reply that arrived before the call is not missed. Deleted messages never match.
+        reply that arrived before the call is not missed. Deleted messages never match. ``what``: the
+        message in words, for the time-out's error.
         """
         check = predicate or (lambda m: True)
 
@@ -206,6 +211,7 @@ class MockDiscord:
                 and matches(e.message)
             ),
             timeout,
+            what or "a message that matches",
         )
         assert event.message is not None
         return event.message
@@ -219,31 +225,38 @@ class MockDiscord:
     ) -> Message:
         """A message that answers ``interaction`` (its original response or a followup)."""
         check = predicate or (lambda m: True)
+        what = interaction.command_name or interaction.custom_id or interaction.type.name
         return await self.wait_for_message(
-            lambda m: m.interaction is interaction and not m.loading and check(m), timeout=timeout
+            lambda m: m.interaction is interaction and not m.loading and check(m),
+            timeout=timeout,
+            what=f"an answer to interaction {interaction.id} ({what}) that matches",
         )
 
     async def wait_for_ack(self, interaction: Interaction, *, timeout: float = 5.0) -> Interaction:  # noqa: ASYNC109
         """Wait until the bot acknowledged ``interaction`` (callback of any type)."""
         if not interaction.acknowledged:
             await self.state.wait_for(
-                lambda e: e.kind == "interaction_ack" and e.interaction is interaction, timeout
+                lambda e: e.kind == "interaction_ack" and e.interaction is interaction,
+                timeout,
+                f"the bot to acknowledge interaction {interaction.id}",
             )
         return interaction
 
     async def wait_until_ready(self, *, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Wait until a bot has IDENTIFYed (READY and GUILD_CREATE sent)."""
         if not self.gateway.has_session:
-            await self.state.wait_for(lambda e: e.kind == "gateway_ready", timeout)
+            await self.state.wait_for(lambda e: e.kind == "gateway_ready", timeout, "a bot to IDENTIFY")
 
     async def wait_for_resume(self, *, timeout: float = 10.0) -> None:  # noqa: ASYNC109
-        await self.state.wait_for(lambda e: e.kind == "gateway_resumed", timeout)
+        await self.state.wait_for(lambda e: e.kind == "gateway_resumed", timeout, "the bot to RESUME")
 
     async def wait_for_commands(self, *, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Wait until the bot synced (global or guild) commands."""
         if not self.state.all_commands():
             await self.state.wait_for(
-                lambda e: e.kind == "commands_update" and bool(self.state.all_commands()), timeout
+                lambda e: e.kind == "commands_update" and bool(self.state.all_commands()),
+                timeout,
+                "the bot to sync its slash commands",
             )
 
     def messages(self, channel: Channel | None = None, *, visible_to: User | None = None) -> list[Message]:

@@ -12,6 +12,7 @@ import asyncio
 import io
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -171,6 +172,7 @@ class MockState:
         self.gateway: Dispatcher | None = None
         self.listeners: list[Callable[[StateEvent], None]] = []
         self._waiters: list[tuple[Callable[[StateEvent], bool], asyncio.Future[StateEvent]]] = []
+        self._recent: deque[str] = deque(maxlen=12)  # the latest events, for a wait that times out
 
     # -- people and places ------------------------------------------------------------------------
     def add_user(self, username: str, global_name: str | None = None, *, moderator: bool = False) -> User:
@@ -423,6 +425,7 @@ class MockState:
 
     # -- events and waiting -----------------------------------------------------------------------
     def emit(self, event: StateEvent) -> None:
+        self._recent.append(_describe(event))
         for listener in list(self.listeners):
             listener(event)
         for entry in list(self._waiters):
@@ -440,12 +443,24 @@ class MockState:
                 future.set_result(event)
                 self._waiters.remove(entry)
 
-    async def wait_for(self, predicate: Callable[[StateEvent], bool], timeout: float) -> StateEvent:  # noqa: ASYNC109
+    async def wait_for(
+        self,
+        predicate: Callable[[StateEvent], bool],
+        timeout: float,  # noqa: ASYNC109
+        what: str = "an event",
+    ) -> StateEvent:
+        """The first event from now on for which ``predicate`` holds. A time-out says what it waited for
+        and the latest events, so a failing test explains itself."""
         future: asyncio.Future[StateEvent] = asyncio.get_running_loop().create_future()
         entry = (predicate, future)
         self._waiters.append(entry)
         try:
             return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            recent = "\n  ".join(self._recent) or "(none)"
+            raise TimeoutError(
+                f"the local Discord waited {timeout:g} s for {what}; its latest events:\n  {recent}"
+            ) from None
         finally:
             if entry in self._waiters:
                 self._waiters.remove(entry)
@@ -478,3 +493,22 @@ def _intent(message: Message) -> int:
 
 
 STATE_KEY = web.AppKey("mockdiscord_state", MockState)
+
+
+def _describe(event: StateEvent) -> str:
+    """One line of what happened, for a time-out's message."""
+    parts: list[str] = [event.kind]
+    if event.interaction is not None:
+        what = event.interaction.command_name or event.interaction.custom_id or event.interaction.type.name
+        parts.append(f"interaction {event.interaction.id} ({what})")
+    if event.message is not None:
+        m = event.message
+        content = " ".join(m.content.split())
+        parts.append(f"message {m.id}: {content[:60]!r}")
+        if m.attachments:
+            parts.append(f"{len(m.attachments)} attachment(s)")
+        if m.custom_ids:
+            parts.append("buttons " + " ".join(m.custom_ids[:3]) + (" …" if len(m.custom_ids) > 3 else ""))
+    if event.detail:
+        parts.append(event.detail[:60])
+    return ", ".join(parts)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
+from pixels import BATCHED, assert_close_pixels
 
 from imaginebot.engine import DiffusionEngine, GenerateSpec
 from imaginebot.engine.api import StepState, Task
@@ -81,20 +81,12 @@ def run_together(engine: DiffusionEngine, jobs: list[Job]) -> tuple[list[tuple[I
     return [results[i] for i in range(len(jobs))], widest
 
 
-def max_difference(a: tuple[Image.Image, ...], b: tuple[Image.Image, ...]) -> int:
-    assert [x.size for x in a] == [y.size for y in b]
-    return max(
-        int(np.abs(np.asarray(x, dtype=np.int16) - np.asarray(y, dtype=np.int16)).max())
-        for x, y in zip(a, b, strict=True)
-    )
-
-
 def test_a_jobs_pixels_are_the_same_alone_or_amid_others(sd_engine: DiffusionEngine) -> None:
     alone = [sd_engine.generate(job.spec, task=job.task).images for job in JOBS]
     together, widest = run_together(sd_engine, JOBS)
     assert widest >= 4  # the calls really were shared
     for job, a, t in zip(JOBS, alone, together, strict=True):
-        assert max_difference(a, t) <= 2, job.spec.prompt
+        assert_close_pixels(a, t, BATCHED, job.spec.prompt)
 
 
 def test_sdxl_time_ids_and_pooled_embeddings_are_per_sample(sdxl: TinyComponents) -> None:
@@ -109,7 +101,7 @@ def test_sdxl_time_ids_and_pooled_embeddings_are_per_sample(sdxl: TinyComponents
     together, widest = run_together(engine, jobs)
     assert widest == 4
     for a, t in zip(alone, together, strict=True):
-        assert max_difference(a, t) <= 2
+        assert_close_pixels(a, t, BATCHED)
 
 
 def test_plans_say_what_a_job_takes(sd_engine: DiffusionEngine) -> None:
@@ -157,7 +149,7 @@ def test_out_of_memory_in_a_shared_step_moves_no_job(sd_engine: DiffusionEngine)
     finally:
         handle.remove()
     for state, images in zip(states, expected, strict=True):
-        assert max_difference(sd_engine.finish(state).images, images) <= 2
+        assert_close_pixels(sd_engine.finish(state).images, images, BATCHED)
 
 
 def test_an_upscale_alone_out_of_memory_carries_its_plain_resize(sd_engine: DiffusionEngine) -> None:
@@ -217,7 +209,8 @@ async def test_the_executor_batches_real_jobs_and_their_pixels_stay_their_own(
         finals = [await h.wait() for h in handles]
     assert max(engine.widths) >= 3
     for final, images in zip(finals, alone, strict=True):
-        assert isinstance(final, Done) and max_difference(final.result.images, images) <= 2
+        assert isinstance(final, Done)
+        assert_close_pixels(final.result.images, images, BATCHED)
 
 
 def test_the_bot_plans_from_the_model_folder_alone() -> None:

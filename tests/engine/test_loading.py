@@ -3,10 +3,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from diffusers import StableDiffusionXLPipeline
+from pixels import LOADERS, assert_close_pixels
 
 from imaginebot.engine import DiffusionEngine, GenerateSpec, find_model_folder, load_engine
 from imaginebot.engine.devices import resolve_device, resolve_dtype
@@ -23,10 +23,7 @@ def test_folder_loads_like_the_in_memory_model(tmp_path: Path, make_engine: Make
     engine = load_engine(folder, device="cpu")
     assert engine.dtype == torch.float32 and not engine.is_sdxl
     assert engine.native_size == 32 and engine.latent_rgb.source == "fitted"
-    loaded = engine.generate(SPEC).images
-    expected = make_engine(c).generate(SPEC).images
-    for a, b in zip(loaded, expected, strict=True):
-        assert np.array_equal(np.asarray(a), np.asarray(b))
+    assert_close_pixels(engine.generate(SPEC).images, make_engine(c).generate(SPEC).images, LOADERS)
 
 
 def test_sdxl_folder(tmp_path: Path, sdxl: TinyComponents) -> None:

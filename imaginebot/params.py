@@ -541,10 +541,23 @@ def parse(
                 request = replace(request, quality=_quality(flag, value))
     if not scan.prompt:
         raise ParamError("The prompt is empty: describe the picture before or after the flags.")
-    request = replace(request, prompt=prompt_parts.canonical(prompt_parts.split(scan.prompt)))
+    request = replace(request, prompt=_prompt_of_parts(scan.prompt))
     if "seed" not in given:
         request = replace(request, seed=(rng or random.SystemRandom()).randint(*SEED_RANGE))
     return replace(request, negative=tuple(negative), cfg=float(request.cfg), loras=_checked_loras(loras))
+
+
+def _prompt_of_parts(prompt: str) -> str:
+    """The prompt's weighted parts, written back canonically. A word glued to '::' is no flag ("--chaos::"),
+    but one part is written without its '::', and the word would read as a flag in the footer."""
+    canonical = prompt_parts.canonical(prompt_parts.split(prompt))
+    flag = _FLAG.search(canonical)
+    if flag is not None:
+        raise ParamError(
+            f"'{flag.group()}' next to '::' looks like a flag. Flags go after a space, outside the parts: "
+            f"{prompt_parts.EXAMPLE} --chaos 20."
+        )
+    return canonical
 
 
 def _latest(flags: list[_Flag]) -> list[_Flag]:

@@ -99,6 +99,8 @@ INVALID = [
     ("an otter --quality high", ["--quality", ".25, .5 or 1", "'high'"]),
     ("an otter --q .5 --quality 1", ["--quality was given twice", "--q"]),
     ("an otter --chaso 5", ["Unknown flag --chaso", "Did you mean --chaos?"]),
+    ("an otter --chaos::", ["'--chaos' next to '::' looks like a flag"]),  # found by the property below
+    ("an otter —stop::2", ["'—stop' next to '::'"]),
     ("an otter --stpo 50", ["Unknown flag --stpo", "Did you mean --stop?"]),
 ]
 
@@ -177,6 +179,7 @@ FRAGMENTS = st.sampled_from(
 @example("a::1e-320 b")
 @example("a::" + "9" * 400 + " b")
 @example(":: :: ::")
+@example("--chaos::")
 def test_any_text_gives_a_request_or_a_param_error(text: str) -> None:
     try:
         request = parse(text, DEFAULTS, rng=random.Random(0))

@@ -42,6 +42,7 @@ from imaginebot.executor import Executor
 from imaginebot.jobs import JobService
 from imaginebot.store import Store
 from imaginebot.web import WebContext, create_app, serve_web
+from imaginebot.web.links import GalleryLinks, LinkSigner, load_or_create_secret, public_base_url
 
 log = logging.getLogger("imaginebot")
 
@@ -49,7 +50,7 @@ log = logging.getLogger("imaginebot")
 # Read when torch is first imported, which is after this line (load_engine imports it lazily).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-COGS = ("cogs.imagine", "cogs.moderation", "cogs.settings")
+COGS = ("cogs.imagine", "cogs.moderation", "cogs.settings", "cogs.gallery", "cogs.prefer")
 
 
 class ImagineBot(commands.Bot):
@@ -66,6 +67,7 @@ class ImagineBot(commands.Bot):
         self.settings = settings
         self.store = store
         self.jobs = jobs
+        self.gallery_links: GalleryLinks | None = None  # set once the web side serves (None: it is off)
 
     async def setup_hook(self) -> None:
         self.tree.error(self.on_app_command_error)
@@ -147,6 +149,7 @@ def job_service(settings: Settings, store: Store, executor: Executor, catalog: C
         catalog=catalog,
         upscale_max_side=settings.upscale_max_side,
         preview_min_interval=settings.preview_min_interval,
+        max_jobs=settings.max_permutations,
         delivery=DeliveryPolicy(
             give_up_after=timedelta(hours=settings.delivery_give_up_hours),
             retry_max_s=settings.delivery_retry_max,
@@ -187,6 +190,7 @@ async def local_executor(settings: Settings) -> tuple[Executor, Catalog]:
             dtype=settings.dtype,
             upscale_max_side=settings.upscale_max_side,
             lora_dir=settings.lora_dir,
+            safety_checker=settings.safety_checker,
         )
         for device in devices
     ]
@@ -263,6 +267,7 @@ def place_ray_workers(settings: Settings, executor: Executor, stack: contextlib.
         upscale_max_side=settings.upscale_max_side,
         capacity=settings.batch_capacity,
         preview_every=settings.preview_every,
+        safety_checker=str(settings.safety_checker) if settings.safety_checker else None,
     )
     workers = RayWorkers(
         config,
@@ -275,15 +280,29 @@ def place_ray_workers(settings: Settings, executor: Executor, stack: contextlib.
     stack.callback(watcher.cancel)
 
 
+def discord_connected(bot: commands.Bot) -> bool:
+    """For /healthz: logged in and its gateway connection open now (discord.py stays "ready" while it
+    reconnects after a drop)."""
+    return bot.is_ready() and not bot.is_closed() and bot.ws is not None and bot.ws.open
+
+
+def web_context(
+    jobs: JobService, data_dir: Path, bot: commands.Bot, links: LinkSigner | None = None
+) -> WebContext:
+    return WebContext(jobs, data_dir, discord_connected=lambda: discord_connected(bot), links=links)
+
+
 @contextlib.asynccontextmanager
 async def web_side(
-    settings: Settings, jobs: JobService, data_dir: Path, bot: commands.Bot
+    settings: Settings, jobs: JobService, data_dir: Path, bot: ImagineBot
 ) -> AsyncIterator[None]:
-    """The gallery, /healthz and /metrics on IMAGINEBOT_WEB_HOST:IMAGINEBOT_WEB_PORT (none when off)."""
+    """The gallery, /healthz and /metrics on IMAGINEBOT_WEB_HOST:IMAGINEBOT_WEB_PORT (none when off); /gallery
+    hands out links to it from then on."""
     if settings.web_port is None:
         yield
         return
-    context = WebContext(jobs, data_dir, discord_connected=lambda: bot.is_ready() and not bot.is_closed())
+    signer = LinkSigner(await asyncio.to_thread(load_or_create_secret, data_dir))
+    context = web_context(jobs, data_dir, bot, signer)
     async with contextlib.AsyncExitStack() as stack:
         try:
             url = await stack.enter_async_context(
@@ -296,7 +315,15 @@ async def web_side(
                 "IMAGINEBOT_WEB_PORT to a free port, 0 for any, or off."
             ) from None
         log.info("the web side (gallery, /healthz, /metrics) is at %s", url)
-        yield
+        port = int(url.rsplit(":", 1)[1])
+        base = settings.web_url or public_base_url(settings.web_host, port)
+        bot.gallery_links = GalleryLinks(signer, base, timedelta(hours=settings.gallery_link_hours))
+        if base != url:
+            log.info("/gallery links point to %s", base)
+        try:
+            yield
+        finally:
+            bot.gallery_links = None
 
 
 async def run(settings: Settings, *, mock: bool) -> None:
@@ -338,7 +365,11 @@ async def run(settings: Settings, *, mock: bool) -> None:
                 f"Logging in to Discord at {url or DEFAULT_DISCORD_URL}", login(bot, token)
             )
             if mock:
-                print(f"\nThe local Discord is ready: open {server.page_url} in a browser.\n", flush=True)
+                gallery = " Type /gallery there for the class gallery." if bot.gallery_links else ""
+                print(
+                    f"\nThe local Discord is ready: open {server.page_url} in a browser.{gallery}\n",
+                    flush=True,
+                )
             await bot.connect()
 
 

@@ -4,6 +4,9 @@ Each handler reads the interaction, answers within Discord's 3 s (``defer`` firs
 job service (``imaginebot.jobs``), which owns the job from there: quota, queue, store, and delivery through a
 ``DiscordReply`` (cogs/jobmessage.py). Our own errors come back as ImagineError and are told to the user
 alone; the public "thinking…" message is taken back.
+
+A prompt that makes several jobs (permutations, --repeat) is first asked about (cogs/confirm.py): its Yes
+queues them all (``imaginebot.batches``), each in a message of its own, followups of the Yes.
 """
 
 from __future__ import annotations
@@ -18,10 +21,13 @@ from discord.ext import commands
 
 from cogs.asks import RegionModal, RegionSelect, RemixModal, ZoomModal, region_menu
 from cogs.common import guild_id_of, is_moderator, tell
-from cogs.jobmessage import DiscordReply, JobButton
+from cogs.confirm import Answer, BatchButton, question_text, question_view
+from cogs.jobmessage import DiscordReply, JobButton, open_followup
 from imaginebot.actions import Action, Ask, Tweak, asks_for
-from imaginebot.errors import ImagineError
-from imaginebot.jobs import Leftovers, Origin, check_image_prompt
+from imaginebot.batches import Batches, Question
+from imaginebot.errors import Forbidden, ImagineError
+from imaginebot.jobs import Leftovers, Origin
+from imaginebot.prompting import check_image_prompt
 
 if TYPE_CHECKING:
     from bot import ImagineBot
@@ -33,15 +39,20 @@ class Imagine(commands.Cog):
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
         self.jobs = bot.jobs
+        self.batches = Batches(bot.jobs)
         self._resuming: asyncio.Task[None] | None = None
 
     async def cog_load(self) -> None:
         # Read them now, before the gateway connects: once commands arrive, new jobs would look the same as
         # the ones the last run left behind.
         leftovers = await self.jobs.leftovers()
+        # a takedown, its undo and a moderator's review change delivered messages: through the bot token,
+        # as after a restart
+        self.jobs.reach_messages_with(lambda job: DiscordReply(self.bot))
         self._resuming = asyncio.create_task(self._resume(leftovers))
 
     async def cog_unload(self) -> None:
+        self.jobs.reach_messages_with(None)
         if self._resuming is not None:
             self._resuming.cancel()
 
@@ -51,7 +62,7 @@ class Imagine(commands.Cog):
 
     @app_commands.command(name="imagine")
     @app_commands.describe(
-        prompt="what to draw, with flags like --ar 3:2 --no text --seed 42 --steps 30 --tile",
+        prompt="what to draw, with flags like --ar 3:2 --no text --seed 42; {red, blue}: a job for each",
         image="an image prompt: the pictures start from it (--iw 0-3: how much it counts)",
     )
     async def imagine(
@@ -68,14 +79,60 @@ class Imagine(commands.Cog):
             if image is not None:
                 check_image_prompt(image.size)  # before downloading it
                 picture = await image.read()
+            prepared = await self.jobs.prepare(interaction.user.id, prompt, image=picture)
+            if len(prepared.requests) > 1:
+                await self._ask_batch(interaction, await self.batches.ask(_where(interaction), prepared))
+                return
             origin = await self._origin(interaction, answered)
-            await self.jobs.imagine(origin, prompt, DiscordReply(self.bot, interaction), image=picture)
+            await self.jobs.launch(origin, prepared, DiscordReply(self.bot, interaction))
         except ImagineError as error:
             await self._refuse(interaction, error)
         except discord.HTTPException as error:
             await self._refuse(
                 interaction, ImagineError(f"The image could not be read from Discord ({error}).")
             )
+
+    async def _ask_batch(self, interaction: discord.Interaction[Any], question: Question) -> None:
+        """Several jobs: the student is asked first, alone (the public "thinking…" message goes)."""
+        try:
+            await interaction.delete_original_response()
+        except discord.HTTPException:
+            log.debug("could not delete the deferred reply", exc_info=True)
+        await interaction.followup.send(
+            question_text(question), view=question_view(question.batch_id), ephemeral=True
+        )
+
+    async def on_batch_answer(
+        self, interaction: discord.Interaction[Any], batch_id: int, answer: Answer
+    ) -> None:
+        """Yes or No to a batch's question; the question itself then says what happened."""
+        user = interaction.user.id
+        if answer is Answer.NO:
+            try:
+                await self.batches.decline(batch_id, user)
+            except Forbidden as error:
+                await tell(interaction, str(error))
+                return
+            except ImagineError as error:
+                await interaction.response.edit_message(content=str(error), view=None)
+                return
+            await interaction.response.edit_message(
+                content="✖️ No jobs were queued, and nothing was spent.", view=None
+            )
+            return
+        asked = interaction.message.content if interaction.message is not None else ""
+        # The buttons go at once: a second click can't queue the batch again (the store refuses it too).
+        await interaction.response.edit_message(content=f"{asked}\n⏳ Queuing…", view=None)
+        try:
+            jobs = await self.batches.confirm(
+                batch_id, user, lambda job: open_followup(self.bot, interaction, job)
+            )
+        except ImagineError as error:
+            await interaction.edit_original_response(content=f"⚠️ {error}")
+            return
+        await interaction.edit_original_response(
+            content=f"✅ Queued {len(jobs)} jobs; each has its own message below."
+        )
 
     async def on_button(
         self, interaction: discord.Interaction[Any], action: Action, job_id: int, tile: int
@@ -152,7 +209,13 @@ class Imagine(commands.Cog):
         message_id = getattr(answered, "message_id", None)
         if message_id is None:
             message_id = (await interaction.original_response()).id
-        return Origin(interaction.user.id, guild_id_of(interaction), interaction.channel_id or 0, message_id)
+        return Origin(
+            interaction.user.id,
+            guild_id_of(interaction),
+            interaction.channel_id or 0,
+            message_id,
+            name=interaction.user.display_name,
+        )
 
     @staticmethod
     async def _refuse(interaction: discord.Interaction[Any], error: ImagineError) -> None:
@@ -164,6 +227,12 @@ class Imagine(commands.Cog):
         await interaction.followup.send(str(error), ephemeral=True)
 
 
+def _where(interaction: discord.Interaction[Any]) -> Origin:
+    """Who asked and where, before any message shows a job."""
+    user, channel = interaction.user, interaction.channel_id or 0
+    return Origin(user.id, guild_id_of(interaction), channel, 0, name=user.display_name)
+
+
 async def setup(bot: ImagineBot) -> None:
-    bot.add_dynamic_items(JobButton, RegionSelect)
+    bot.add_dynamic_items(JobButton, RegionSelect, BatchButton)
     await bot.add_cog(Imagine(bot))

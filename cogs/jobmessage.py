@@ -81,11 +81,19 @@ class _CannotEdit(Exception):
 
 
 class DiscordReply:
-    """The delivery port (``imaginebot.jobs.Reply``) for one job's message."""
+    """The delivery port (``imaginebot.jobs.Reply``) for one job's message: the interaction's original
+    response, or with ``followup`` one of its followup messages (a confirmed batch's jobs)."""
 
-    def __init__(self, bot: discord.Client, interaction: discord.Interaction[Any] | None = None) -> None:
+    def __init__(
+        self,
+        bot: discord.Client,
+        interaction: discord.Interaction[Any] | None = None,
+        *,
+        followup: bool = False,
+    ) -> None:
         self.bot = bot
         self.interaction = interaction
+        self.followup = followup
 
     async def show(self, view: JobView, update: Update) -> None:
         image = None
@@ -97,13 +105,26 @@ class DiscordReply:
         job, data, filename = view.job, None, ""
         if view.picture is not None:
             encoded = await asyncio.to_thread(render.encode_picture, view.picture)
-            data, filename = encoded.data, f"{render.file_stem(job)}{encoded.filename_suffix}"
+            # Discord hides a file named SPOILER_… behind a click (discord.File(spoiler=True) names it so)
+            spoiler = "SPOILER_" if render.is_spoiler(job) else ""
+            data, filename = encoded.data, f"{spoiler}{render.file_stem(job)}{encoded.filename_suffix}"
         try:
             await self._edit(job, render.final(view), data, filename)
             return None
         except _CannotEdit as error:
             log.info("job %s: %s; posting the result as a new message", job.id, error)
         return await self._post(view, data, filename)
+
+    async def withdraw(self, view: JobView) -> None:
+        job = view.job
+        try:
+            await self._edit(job, render.taken_down(view), None, "")  # no picture, and no buttons: it's down
+        except _CannotEdit as error:
+            log.info("job %s: %s; deleting the message instead", job.id, error)
+            assert job.message_id is not None
+            message = self.bot.get_partial_messageable(job.channel_id).get_partial_message(job.message_id)
+            with _translated():
+                await message.delete()
 
     async def _post(self, view: JobView, data: bytes | None, filename: str) -> Posted:
         job = view.job
@@ -140,9 +161,17 @@ class DiscordReply:
         with _translated():
             if self.interaction is not None and self._token_fresh():
                 try:
-                    await self.interaction.edit_original_response(
-                        content=content, attachments=_files(data, filename), view=job_buttons(job)
-                    )
+                    if self.followup:
+                        await self.interaction.followup.edit_message(
+                            job.message_id,
+                            content=content,
+                            attachments=_files(data, filename),
+                            view=job_buttons(job),
+                        )
+                    else:
+                        await self.interaction.edit_original_response(
+                            content=content, attachments=_files(data, filename), view=job_buttons(job)
+                        )
                     return
                 except discord.HTTPException as error:
                     if error.status != 401 and error.code not in (INVALID_WEBHOOK_TOKEN, UNKNOWN_WEBHOOK):
@@ -160,6 +189,21 @@ class DiscordReply:
                 if error.code != OLD_MESSAGE_EDIT_CAP:
                     raise
                 raise _CannotEdit(f"message {job.message_id} can't be edited again: {error.text}") from error
+
+
+async def open_followup(
+    bot: discord.Client, interaction: discord.Interaction[Any], job: Job
+) -> tuple[int, DiscordReply]:
+    """A new public message for a job of a confirmed batch (a followup of the Yes click), with its Cancel
+    button; its id and the Reply that shows the job there. DeliveryFailed / MessageGone as for edits."""
+    with _translated():
+        message = await interaction.followup.send(
+            render.queued(job),
+            view=job_buttons(job),
+            wait=True,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+    return message.id, DiscordReply(bot, interaction, followup=True)
 
 
 def _files(data: bytes | None, filename: str) -> list[discord.File]:

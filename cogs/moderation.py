@@ -1,4 +1,4 @@
-"""Moderators' commands: daily quotas, blocking students, the banned-words list, the moderation log.
+"""Moderators' commands: quotas and relax mode, blocking students, banned words, the moderation log.
 
 Every command here is hidden from students in Discord's client (``default_permissions(manage_guild=True)``:
 a server admin can open them to the moderator role in Server Settings → Integrations) and checked in code
@@ -8,7 +8,7 @@ Every change is written to the moderation log by the store.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import discord
 from discord import app_commands
@@ -95,6 +95,25 @@ class Moderation(commands.Cog):
             ephemeral=True,
         )
 
+    @quota.command(name="relax")
+    @app_commands.describe(
+        state="on: a student whose quota is used up may still queue in relax (after the fast jobs, free)"
+    )
+    async def quota_relax(
+        self, interaction: discord.Interaction[ImagineBot], state: Literal["on", "off"]
+    ) -> None:
+        """Whether students out of quota may still queue in relax mode (and anyone may choose relax)."""
+        on = state == "on"
+        await self.bot.store.set_relax(guild_id_of(interaction), on, by=interaction.user.id)
+        text = (
+            "Relax mode is on: a student whose daily quota is used up may still queue jobs, in relax (they "
+            "start when no fast job waits, and cost no quota); anyone may choose Relax in /settings."
+            if on
+            else "Relax mode is off: every job counts against the daily quota. Relax jobs already queued "
+            "still run."
+        )
+        await interaction.response.send_message(text, ephemeral=True)
+
     @quota.command(name="show")
     @app_commands.describe(user="whose quota; leave out for the server's default and today's usage")
     async def quota_show(
@@ -110,7 +129,11 @@ class Moderation(commands.Cog):
                 f"Resets {discord.utils.format_dt(status.resets_at, 'R')}."
             )
         else:
-            lines = [f"Server default: {_limit(await store.guild_quota(guild))}.", "Used today:"]
+            relax = "on" if await store.relax_on(guild) else "off"
+            lines = [
+                f"Server default: {_limit(await store.guild_quota(guild))}. Relax mode: {relax}.",
+                "Used today:",
+            ]
             usage = await store.usage_report(guild)
             lines += [f"- <@{row.user_id}>: {row.images}" for row in usage[:25]] or ["- nobody yet"]
             text = "\n".join(lines)

@@ -12,6 +12,7 @@ from imaginebot import edits
 from imaginebot.actions import PANS, UPSCALE_SUBTLE, Action
 from imaginebot.delivery import JobView, Update, Waiting
 from imaginebot.engine.grid import EncodedImage, encode_under_limit
+from imaginebot.review import review_note
 from imaginebot.store_models import Job, JobKind, JobStatus
 
 DISCORD_UPLOAD_LIMIT = 10 * 1024 * 1024  # bytes: Discord's attachment limit on a server without boosts
@@ -29,6 +30,8 @@ def jump_url(job: Job) -> str | None:
 def headline(view: JobView) -> str:
     job, parent = view.job, view.parent
     line = f"**{short(job.spec.prompt, PROMPT_CHARS)}** — <@{job.user_id}>"
+    if job.relax:
+        line += " (relaxed)"  # Midjourney's mark: it waited for the fast jobs and cost no quota
     tile = (job.tile_index or 0) + 1
     link = jump_url(parent) if parent else None
     of = f" of {link}" if link else ""
@@ -49,12 +52,18 @@ def headline(view: JobView) -> str:
     return line
 
 
+def queued(job: Job) -> str:
+    """A job's message before its first event (a confirmed batch's jobs get theirs all at once)."""
+    return f"{headline(JobView(job))}\n⏳ Queued."
+
+
 def progress(view: JobView, update: Update) -> str:
     """While the job waits or runs."""
     if isinstance(update, Waiting):
         where = "next in line" if update.position == 1 else f"position {update.position} in the queue"
         when = f" · starts {about(update.eta_s)}" if update.eta_s is not None else ""
-        return f"{headline(view)}\n⏳ Waiting — {where}{when}."
+        relax = " in relax (fast jobs go first)" if view.job.relax else ""
+        return f"{headline(view)}\n⏳ Waiting{relax} — {where}{when}."
     if update.step <= 0:
         return f"{headline(view)}\n🎨 Starting…"
     percent = round(100 * update.step / update.total)
@@ -64,6 +73,7 @@ def progress(view: JobView, update: Update) -> str:
 def final(view: JobView) -> str:
     """How the job ended."""
     job = view.job
+    back = "It cost no quota (relax)." if job.relax else "Your images were given back."
     match job.status:
         case JobStatus.DONE:
             seeds = job.spec.seeds
@@ -75,19 +85,23 @@ def final(view: JobView) -> str:
             ]
             if job.note:
                 lines.append(f"ℹ️ {job.note}")
+            if note := review_note(job):
+                lines.append(note)
             text = "\n".join(lines)
         case JobStatus.FAILED:
-            text = f"{headline(view)}\n⚠️ {job.error} Your images were given back. 🔁 Retry tries again."
+            text = f"{headline(view)}\n⚠️ {job.error} {back} 🔁 Retry tries again."
         case JobStatus.CANCELLED:
-            text = f"{headline(view)}\n✖️ Cancelled. Your images were given back."
+            text = f"{headline(view)}\n✖️ Cancelled. {back}"
         case JobStatus.INTERRUPTED:
-            text = (
-                f"{headline(view)}\n⏹️ Interrupted by a restart of the bot; your images were given back."
-                " 🔁 Retry tries again."
-            )
+            text = f"{headline(view)}\n⏹️ Interrupted by a restart of the bot. {back} 🔁 Retry tries again."
         case _:
             raise ValueError(f"job {job.id} has not ended ({job.status})")
     return short(text, MESSAGE_CHARS)
+
+
+def taken_down(view: JobView) -> str:
+    """In place of a job's message once a moderator took its images down (no prompt: it may be the reason)."""
+    return f"🚫 An image by <@{view.job.user_id}> was taken down by a moderator."
 
 
 def reposted(view: JobView) -> str:
@@ -152,6 +166,11 @@ def encode_preview(image: Image.Image) -> bytes:
 def encode_picture(picture: Image.Image) -> EncodedImage:
     """The final picture (the grid, or the one image), encoded under Discord's 10 MiB upload limit."""
     return encode_under_limit(picture, DISCORD_UPLOAD_LIMIT)
+
+
+def is_spoiler(job: Job) -> bool:
+    """Posted as a spoiler (Discord hides it behind a click): while flagged images wait for a moderator."""
+    return any(job.held_back(tile) for tile in job.flagged)
 
 
 def file_stem(job: Job) -> str:

@@ -43,6 +43,9 @@ def describe(defaults: RequestDefaults, mine: UserSettings) -> str:
                 if mine.remix
                 else "buttons act at once."
             ),
+            "Mode **Relax**: your jobs cost no quota and start when no fast job waits (--fast for one job)."
+            if mine.relax
+            else "Mode **Fast**: your jobs count against your daily quota (--relax for one job).",
         ]
     )
 
@@ -91,6 +94,13 @@ class SettingsPanel(discord.ui.View):
         )
         remix.callback = self._toggle_remix  # type: ignore[method-assign]
         self.add_item(remix)
+        mode: discord.ui.Button[SettingsPanel] = discord.ui.Button(
+            label="Relax mode" if mine.relax else "Fast mode",
+            style=discord.ButtonStyle.success if mine.relax else discord.ButtonStyle.primary,
+            row=4,
+        )
+        mode.callback = self._toggle_relax  # type: ignore[method-assign]
+        self.add_item(mode)
         reset: discord.ui.Button[SettingsPanel] = discord.ui.Button(
             label="Reset all", style=discord.ButtonStyle.danger, row=4
         )
@@ -127,6 +137,16 @@ class SettingsPanel(discord.ui.View):
     async def _toggle_remix(self, interaction: discord.Interaction[Any]) -> None:
         await self._save(interaction, replace(self.mine, remix=not self.mine.remix))
 
+    async def _toggle_relax(self, interaction: discord.Interaction[Any]) -> None:
+        if not self.mine.relax and not await self.bot.store.relax_on(guild_id_of(interaction)):
+            await interaction.response.send_message(
+                "Relax mode is off on this server: your jobs run fast and count against your quota. "
+                "A moderator turns relax on with /quota relax on.",
+                ephemeral=True,
+            )
+            return
+        await self._save(interaction, replace(self.mine, relax=not self.mine.relax))
+
     async def _reset(self, interaction: discord.Interaction[Any]) -> None:
         await self._save(interaction, UserSettings())
 
@@ -145,7 +165,7 @@ class Settings(commands.Cog):
     @app_commands.command(name="settings")
     @app_commands.describe(model="the model your prompts use without --model (/models lists them)")
     async def settings(self, interaction: discord.Interaction[ImagineBot], model: str | None = None) -> None:
-        """Your own defaults for /imagine: model, steps, cfg, aspect, sampler, images, Remix mode."""
+        """Your own defaults for /imagine: model, steps, cfg, aspect, sampler, images, Remix, Fast/Relax."""
         mine = await self.bot.store.get_settings(interaction.user.id)
         if model is not None:
             catalog = self.bot.jobs.catalog
@@ -163,9 +183,17 @@ class Settings(commands.Cog):
         store, user = self.bot.store, interaction.user.id
         status = await store.quota_status(guild_id_of(interaction), user)
         limit = "no limit" if status.limit is None else f"{status.left} of {status.limit} left"
+        guild = guild_id_of(interaction)
+        relaxed = await store.relax_images_today(guild, user)
+        relax = (
+            "on here: once your quota is used up, your jobs run in relax"
+            if await store.relax_on(guild)
+            else "off here"
+        )
         lines = [
             f"**Today:** {status.used} images made, {limit}; "
             f"resets {discord.utils.format_dt(status.resets_at, 'R')}.",
+            f"**Relax:** {relaxed} images made in relax today (no quota). Relax mode is {relax}.",
         ]
         queued = [e for e in self.bot.jobs.queue().queued if e.user_id == user]
         if queued:
@@ -193,9 +221,13 @@ class Settings(commands.Cog):
     async def queue(self, interaction: discord.Interaction[ImagineBot]) -> None:
         """What is being made now and what is waiting."""
         snapshot = self.bot.jobs.queue()
-        lines = [f"▶️ <@{e.user_id}> {e.kind}: {short(e.prompt, 80)}" for e in snapshot.running]
+        lines = [
+            f"▶️ <@{e.user_id}> {e.kind}: {short(e.prompt, 80)}" + (" · relax" if e.relax else "")
+            for e in snapshot.running
+        ]
         lines += [
             f"{e.position}. <@{e.user_id}> {e.kind}: {short(e.prompt, 80)}"
+            + (" · relax" if e.relax else "")
             + (f" · starts {about(e.eta_s)}" if e.eta_s is not None else "")
             for e in snapshot.queued[:20]
         ]

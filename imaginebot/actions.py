@@ -108,6 +108,8 @@ def upscale_tools(job: Job) -> tuple[Action, ...]:
 
 def next_actions(job: Job) -> tuple[tuple[Action, int], ...]:
     """The buttons a job's message offers in its state: (action, tile) pairs, tile 0 where none applies."""
+    if job.hidden:  # taken down by a moderator
+        return ()
     if not job.status.finished:
         return ((Action.CANCEL, 0),)
     if job.status is JobStatus.DONE:
@@ -171,10 +173,12 @@ class Recipes:
         return await recipe(parent, tile, tweak)
 
     async def parent_of(self, job_id: int) -> Job:
-        """The job a button is on; ImagineError when it is gone."""
+        """The job a button is on; ImagineError when it is gone or a moderator removed it."""
         parent = await self.store.get_job(job_id)
         if parent is None:
             raise ImagineError("That job is no longer known to the bot; start a new /imagine.")
+        if parent.hidden:
+            raise ImagineError("A moderator took that image down: its buttons no longer work.")
         return parent
 
     def native(self, request: ImagineRequest) -> int:
@@ -308,4 +312,10 @@ class Recipes:
             raise ImagineError("That job has no images yet; wait for it to finish.")
         if not 1 <= tile <= len(parent.images):
             raise ImagineError(f"That grid has {len(parent.images)} images; there is no image {tile}.")
+        if parent.held_back(tile - 1):  # as Midjourney: a moderated image can't be worked on, and says why
+            which = "This image" if len(parent.images) == 1 else f"Image {tile}"
+            raise ImagineError(
+                f"{which} waits for a moderator's review (the safety checker flagged it): it can't be "
+                "upscaled, varied or edited until a moderator releases it."
+            )
         return tile - 1

@@ -6,6 +6,10 @@ it asks ``admit`` for the jobs that join (whoever owns the queue decides who fit
 cancelled jobs and finishes done ones; nothing waits for a batch to fill. When a call runs out of memory
 it is split in two and the capacity lowered; only a job that runs out of memory alone fails.
 
+The jobs that end at one step are decoded, then, with a safety checker on the device, checked in one
+batch: their results carry the images it flagged (``GenerateResult.flagged``). Each UNet call's size and
+time go to ``Dispatch.measured``, for the operator's /metrics.
+
 The same class runs in a local worker thread (``executor``) and inside a Ray actor (``ray_workers``): it
 knows nothing of queues, users or the event loop, only of jobs and the events it reports.
 """
@@ -17,10 +21,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from imaginebot.engine.api import Engine, Plan, Preview, StepState
+from PIL import Image
+
+from imaginebot.engine.api import Engine, GenerateResult, Plan, Preview, SafetyCheck, StepState
 from imaginebot.errors import ImagineError, OutOfMemory
 from imaginebot.eta import Line, StepTimes, joins_batch
 from imaginebot.work import (
@@ -33,6 +39,7 @@ from imaginebot.work import (
     Interrupted,
     JobRequest,
     Progress,
+    UnetCall,
 )
 
 log = logging.getLogger(__name__)
@@ -76,6 +83,8 @@ class Dispatch:
     requeue: Callable[[BatchJob], None]
     # Something changed that ``admit`` may be waiting for (a remote worker is back).
     wake: Callable[[], None]
+    # Each UNet call's rows and seconds, as it ends (on the worker's thread).
+    measured: Callable[[UnetCall], None] = lambda call: None
 
 
 class Batcher:
@@ -91,9 +100,11 @@ class Batcher:
         preview_every: int = 5,
         step_times: StepTimes | None = None,
         models: frozenset[str] | None = None,
+        safety: SafetyCheck | None = None,
     ) -> None:
         self.engine = engine
         self.models = models  # the models its engine holds; None: it takes any job
+        self.safety = safety  # the image moderator on the engine's device
         self.capacity = capacity  # None until run() measures it; lowered when memory runs out
         self.preview_every = preview_every
         self.step_times = step_times or StepTimes()
@@ -127,10 +138,10 @@ class Batcher:
             groups = list(dict.fromkeys(job.plan.group for job in running))  # in joining order
             group, turn = groups[turn % len(groups)], turn + 1
             batch = [job for job in running if job.plan.group == group]
-            self._step(batch, report)
-            for job in batch:
-                if not job.ended and job.state is not None and job.state.done:
-                    self._finish(job, report)
+            self._step(batch, report, dispatch.measured)
+            self._finish(
+                [job for job in batch if not job.ended and job.state is not None and job.state.done], report
+            )
             running = [job for job in running if not job.ended]
 
     def _prepare(self, job: BatchJob, report: Report) -> None:
@@ -156,7 +167,7 @@ class Batcher:
         log.info("job %s: %s after %d steps", job.job_id, "cancelled" if cancelled else "interrupted", steps)
         self._end(job, Cancelled(job.job_id) if cancelled else Interrupted(job.job_id), report)
 
-    def _step(self, batch: list[BatchJob], report: Report) -> None:
+    def _step(self, batch: list[BatchJob], report: Report, measured: Callable[[UnetCall], None]) -> None:
         """One step of every job of ``batch`` (one group), in UNet calls within the capacity. A call that
         runs out of memory is split in two and the capacity lowered; a job alone that runs out fails."""
         assert self.capacity is not None
@@ -179,20 +190,52 @@ class Batcher:
                 for job in call:
                     self._end(job, _outcome(job.job_id, e), report)
             else:
-                self.step_times.add_call(cost, time.perf_counter() - t0)
+                seconds = time.perf_counter() - t0
+                self.step_times.add_call(cost, seconds)
+                measured(UnetCall(sum(job.plan.samples for job in call), seconds))
 
-    def _finish(self, job: BatchJob, report: Report) -> None:
-        assert job.state is not None
-        t0 = time.perf_counter()
-        try:
-            result = self.engine.finish(job.state)
-        except Exception as e:
-            self._end(job, _outcome(job.job_id, e), report)
+    def _finish(self, jobs: list[BatchJob], report: Report) -> None:
+        """Decode the jobs whose steps are done, check their images in one batch, and report them."""
+        finished: list[tuple[BatchJob, GenerateResult]] = []
+        for job in jobs:
+            assert job.state is not None
+            t0 = time.perf_counter()
+            try:
+                finished.append((job, self.engine.finish(job.state)))
+            except Exception as e:
+                self._end(job, _outcome(job.job_id, e), report)
+            job.overhead_s += time.perf_counter() - t0
+        if not finished:
             return
-        job.overhead_s += time.perf_counter() - t0
-        self.step_times.add_job_overhead(job.overhead_s)
-        log.info("job %s: done in %.1f s", job.job_id, result.elapsed_s)
-        self._end(job, Done(job.job_id, result), report)
+        t0 = time.perf_counter()
+        flags = self._check([image for _, result in finished for image in result.images], finished)
+        checking_s = (time.perf_counter() - t0) / len(finished)
+        for job, result in finished:
+            mine, flags = flags[: len(result.images)], flags[len(result.images) :]
+            flagged = tuple(i for i, flag in enumerate(mine) if flag)
+            if flagged:
+                log.warning("job %s: the safety checker flagged image(s) %s", job.job_id, flagged)
+            job.overhead_s += checking_s
+            self.step_times.add_job_overhead(job.overhead_s)
+            log.info("job %s: done in %.1f s", job.job_id, result.elapsed_s)
+            self._end(job, Done(job.job_id, replace(result, flagged=flagged)), report)
+
+    def _check(
+        self, images: list[Image.Image], finished: list[tuple[BatchJob, GenerateResult]]
+    ) -> list[bool]:
+        """The safety checker's flags, one per image (none flagged without a checker). A checker that fails
+        holds every image back for a moderator rather than let one through unchecked."""
+        if self.safety is None:
+            return [False] * len(images)
+        try:
+            flags = list(self.safety.check(images))
+            if len(flags) != len(images):
+                raise ValueError(f"the safety checker gave {len(flags)} flags for {len(images)} images")
+        except Exception:
+            jobs = ", ".join(str(job.job_id) for job, _ in finished)
+            log.exception("jobs %s: the safety checker failed; holding their images for review", jobs)
+            return [True] * len(images)
+        return flags
 
     @staticmethod
     def _end(job: BatchJob, outcome: FinalEvent, report: Report) -> None:

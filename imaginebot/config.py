@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     lora_dir: Path | None = Field(
         None, description="a folder of LoRA files (.safetensors) that prompts use with --lora name:weight"
     )
+    safety_checker: Path | None = Field(
+        None,
+        description="a folder with diffusers' StableDiffusionSafetyChecker and its preprocessor_config.json "
+        "(or a pipeline folder with safety_checker/ and feature_extractor/): flagged images are posted "
+        "blurred as spoilers and wait for a moderator (none: no check)",
+    )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     devices: str | None = Field(
         None,
@@ -114,6 +120,13 @@ class Settings(BaseSettings):
         description="images a user may make per UTC day unless a moderator set otherwise, or unlimited",
     )
     max_queued_per_user: int = Field(3, ge=1, le=100, description="jobs one user may have waiting at once")
+    max_permutations: int = Field(
+        10,
+        ge=1,
+        le=100,
+        description="jobs one /imagine may make with {a, b} permutations and --repeat (the student is asked "
+        "before more than one is queued)",
+    )
     moderator_role: str | None = Field(
         None, description="name or id of a role whose members moderate (Manage Server always does)"
     )
@@ -155,6 +168,15 @@ class Settings(BaseSettings):
         le=65535,
         description="port of the gallery, /healthz and /metrics (0: any free port; off: none)",
     )
+    web_url: str | None = Field(
+        None,
+        description="the gallery's address as students' browsers reach it, e.g. "
+        "http://lab-pc.school.lan:8081 or https://gallery.example.org behind a proxy (default: "
+        "http://WEB_HOST:WEB_PORT; with 0.0.0.0, this machine's network address)",
+    )
+    gallery_link_hours: float = Field(
+        24.0, gt=0, le=24 * 30, description="hours a link from /gallery works (then /gallery gives a new one)"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="logging level")
 
     @field_validator("quota_per_day", mode="before")
@@ -166,6 +188,18 @@ class Settings(BaseSettings):
     @classmethod
     def _off(cls, value: Any) -> Any:
         return None if isinstance(value, str) and value.strip().lower() == "off" else value
+
+    @field_validator("safety_checker", mode="before")
+    @classmethod
+    def _no_checker(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip().lower() == "none" else value
+
+    @field_validator("safety_checker")
+    @classmethod
+    def _checker_folder(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.expanduser().is_dir():
+            raise ValueError(f"{value} is not a folder (a safety checker in diffusers' layout, or none)")
+        return value.expanduser() if value is not None else None
 
     @field_validator("batch_capacity", mode="before")
     @classmethod
@@ -223,7 +257,7 @@ class Settings(BaseSettings):
         width, height = parse_aspect(value)  # its ValueError says what is allowed
         return f"{width}:{height}"
 
-    @field_validator("discord_url")
+    @field_validator("discord_url", "web_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"https?://[^\s/]+(/.*)?", value):

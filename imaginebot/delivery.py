@@ -93,6 +93,12 @@ class Reply(Protocol):
         DeliveryFailed (or anything else) when it should be tried again later."""
         ...
 
+    async def withdraw(self, view: JobView) -> None:
+        """A moderator took the job's images down: show a notice in its message in their place, without the
+        picture and the buttons (or, where the message can't be edited any more, delete it). Raises
+        MessageGone when there is no message, DeliveryFailed (or anything else) to be tried again later."""
+        ...
+
 
 @dataclass(frozen=True)
 class DeliveryPolicy:
@@ -111,12 +117,25 @@ def _worth_another_try(error: BaseException) -> bool:
 
 
 async def deliver_final(
-    view: JobView, reply: Reply, policy: DeliveryPolicy, now: datetime
+    view: JobView,
+    reply: Reply,
+    policy: DeliveryPolicy,
+    now: datetime,
+    *,
+    send: Callable[[JobView], Awaitable[Posted | None]] | None = None,
+    since: datetime | None = None,
+    on_retry: Callable[[], None] | None = None,
 ) -> tuple[Delivery, Posted | None]:
     """Push ``view.job``'s final state through ``reply``: (DELIVERED, where a new message was posted if one
-    was), (GONE, None) or (EXPIRED, None). Cancelling the caller stops it at once."""
+    was), (GONE, None) or (EXPIRED, None). Cancelling the caller stops it at once.
+
+    ``send``: another of the reply's methods to push through the same way (``reply.withdraw`` after a
+    takedown); ``since``: when the give-up bound starts (default: when the job ended; a moderator's later
+    change of what the message shows starts its own); ``on_retry``: called before each retry (the
+    operator's count)."""
     job = view.job
-    ended = job.finished_at or now
+    send = send or reply.deliver
+    ended = since or job.finished_at or now
     left = (ended + policy.give_up_after - now).total_seconds()
 
     def log_retry(state: RetryCallState) -> None:
@@ -132,6 +151,8 @@ async def deliver_final(
         )
         if state.attempt_number == 1 and not isinstance(error, DeliveryFailed | TimeoutError):
             log.warning("job %s: the delivery port raised", job.id, exc_info=error)
+        if on_retry is not None:
+            on_retry()
 
     retrying = AsyncRetrying(
         retry=retry_if_exception(_worth_another_try),
@@ -144,7 +165,7 @@ async def deliver_final(
         async for attempt in retrying:
             with attempt:
                 async with asyncio.timeout(policy.attempt_timeout_s):
-                    posted = await reply.deliver(view)
+                    posted = await send(view)
     except MessageGone:
         log.info("job %s: its message is gone; nothing to deliver", job.id)
         return Delivery.GONE, None

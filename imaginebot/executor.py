@@ -4,9 +4,13 @@ One worker thread per engine (one engine per GPU) takes jobs from a queue that i
 Everything a job goes through comes back to the event loop as typed events, handed over only with
 ``loop.call_soon_threadsafe``: the worker never waits on the loop, let alone on Discord.
 
-Fairness: the next job is the oldest queued job of the user who was served least recently (users never
-served first, in the order they arrived). With A's ten jobs queued, B's two run 2nd and 4th. Positions
-are computed by simulating that same rule, so "position 2" is the job that will start second.
+Fairness (``fairqueue``): the next job is the oldest queued job of the user who was served least recently.
+Positions are computed by simulating that same rule, so "position 2" is the job that will start second.
+
+Relax: a priority class of the same queue, not a second queue. A relax job starts only when no fast job
+waits (for that worker's models); among relax jobs the same fairness holds. Nothing is ever stopped for a
+fast job: a relax job that has started runs to its end. Positions and start estimates come from the same
+order, so a relax job's position counts every fast job ahead of it.
 
 Workers: one per engine, each a thread running a ``Batcher`` (continuous batching, see ``batcher``). At
 each of its step boundaries a worker takes queued jobs, in the fair order, while the head of the queue
@@ -17,9 +21,9 @@ positions carry an estimated start (``eta``), played forward from measured step 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,9 +31,11 @@ from typing import Protocol
 
 from imaginebot.batcher import Batcher, BatchJob, Dispatch
 from imaginebot.engine.api import Engine, GenerateSpec, Plan, Task
-from imaginebot.engine.models import served
+from imaginebot.engine.models import safety_of, served
 from imaginebot.errors import ParamError, QueueFull
 from imaginebot.eta import Line, StepTimes, Work, estimate_starts, joins_batch
+from imaginebot.fairqueue import FairQueue
+from imaginebot.metrics import Metrics
 from imaginebot.store_models import JobKind
 from imaginebot.work import (
     UNEXPECTED_ERROR,
@@ -43,6 +49,7 @@ from imaginebot.work import (
     Progress,
     Queued,
     Started,
+    WorkerStatus,
 )
 
 __all__ = [  # the events are defined in ``work`` and used by the job service from here
@@ -77,6 +84,7 @@ class QueueEntry:
     prompt: str
     position: int | None  # None: running
     eta_s: float | None = None  # queued: seconds until it starts, roughly
+    relax: bool = False
 
 
 @dataclass(frozen=True)
@@ -157,6 +165,7 @@ class _Entry(BatchJob):
     sent_position: int | None = None
     sent_eta: float | None = None
     worker: int | None = None  # running on this worker
+    queued_at: float | None = field(default_factory=time.monotonic)  # None once started: waited
     # Thread-side preview coalescing: at most one preview hand-over is ever pending on the loop.
     preview_lock: threading.Lock = field(default_factory=threading.Lock)
     latest_preview: Progress | None = None
@@ -214,6 +223,7 @@ class Executor:
         max_queued_per_user: int = 3,
         preview_every: int = 5,
         capacity: float | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         engines: list[Engine] = list(engine) if isinstance(engine, Sequence) else [engine]
         if capacity is not None and capacity < 1:
@@ -221,6 +231,7 @@ class Executor:
         self.max_queued_per_user = max_queued_per_user
         self.preview_every = preview_every
         self.step_times = StepTimes()
+        self.metrics = metrics or Metrics()  # the bot's registry: the job service records into it too
         local = [
             Batcher(
                 e,
@@ -228,6 +239,7 @@ class Executor:
                 preview_every=preview_every,
                 step_times=self.step_times,
                 models=served(e),
+                safety=safety_of(e),
             )
             for e in engines
         ]
@@ -240,12 +252,7 @@ class Executor:
         self._stopping = False
         # Everything below is shared with the worker threads and guarded by _cond.
         self._cond = threading.Condition()
-        self._front: deque[_Entry] = deque()  # jobs whose worker was lost: they start before anyone else
-        self._queues: dict[int, deque[_Entry]] = {}  # user id -> their queued jobs, oldest first
-        self._arrival: dict[int, int] = {}  # user id -> when their queue last became non-empty
-        self._last_served: dict[int, int] = {}  # user id -> dispatch number of their latest started job
-        self._dispatches = 0
-        self._arrivals = 0
+        self._queue: FairQueue[_Entry] = FairQueue(lambda e: (e.request.relax, e.request.user_id))
         self._entries: dict[int, _Entry] = {}  # queued and running, by job id
         self._running: dict[int, _Entry] = {}
         self._interrupted: list[JobRequest] = []
@@ -289,7 +296,7 @@ class Executor:
             self._stopping = True
             queued = self._order()
             for entry in queued:
-                self._remove_queued(entry)
+                self._queue.remove(entry)
                 del self._entries[entry.job_id]
                 self._emit(entry, Interrupted(entry.job_id))
             for entry in self._running.values():
@@ -301,6 +308,23 @@ class Executor:
         await asyncio.gather(*self._finished)
         # The workers' last events were scheduled before their futures resolved, so they are delivered.
         return [*self._interrupted, *(entry.request for entry in queued)]
+
+    def workers(self) -> list[WorkerStatus]:
+        """Each worker as the operator sees it (/healthz, /metrics)."""
+        with self._cond:
+            return [
+                WorkerStatus(
+                    index,
+                    str(getattr(worker, "name", f"imaginebot-worker-{index}")),
+                    worker.accepting
+                    and not worker.gone
+                    and index < len(self._finished)
+                    and not self._finished[index].done(),  # its thread runs
+                    None if worker.models is None else tuple(sorted(worker.models)),
+                    worker.capacity,
+                )
+                for index, worker in enumerate(self._workers)
+            ]
 
     @property
     def capacities(self) -> list[float | None]:
@@ -316,37 +340,58 @@ class Executor:
         ``on_event`` (optional) is called on the loop thread with every event as it arrives, before
         coalescing; ``handle.events()`` is the usual way to follow a job.
         """
+        return self.submit_batch([request], on_event=on_event)[0]
+
+    def submit_batch(
+        self, requests: Sequence[JobRequest], *, on_event: EventCallback | None = None
+    ) -> list[JobHandle]:
+        """Queue several jobs at once, all or none (a student's confirmed permutations or --repeat).
+
+        The cap on queued jobs is checked once, against what each user had waiting before the batch: a batch
+        the student confirmed is queued whole (the fair queue still lets everyone else in between its jobs),
+        or not at all with QueueFull. Planning errors (ParamError) also leave nothing queued.
+        """
         if self._loop is None or self._stopping:
             raise RuntimeError("the executor is not running")
-        if (
-            request.kind in (JobKind.VARIATION, JobKind.UPSCALE, JobKind.EDIT)
-            and request.spec.init_image is None
-        ):
-            raise ValueError(f"a {request.kind} job needs the source image")
+        for request in requests:
+            if (
+                request.kind in (JobKind.VARIATION, JobKind.UPSCALE, JobKind.EDIT)
+                and request.spec.init_image is None
+            ):
+                raise ValueError(f"a {request.kind} job needs the source image")
         with self._cond:
-            self._check_served(request.spec.model)
-        plan = self._planner.plan(request.spec, request.task)
-        handle = JobHandle(self, request, plan, on_event)
+            for request in requests:
+                self._check_served(request.spec.model)
+        handles = [
+            JobHandle(self, request, self._planner.plan(request.spec, request.task), on_event)
+            for request in requests
+        ]
         with self._cond:
-            if request.job_id in self._entries:
-                raise ValueError(f"job {request.job_id} is already queued or running")
-            queue = self._queues.get(request.user_id)
-            if queue is not None and len(queue) >= self.max_queued_per_user:
-                raise QueueFull(
-                    f"You already have {len(queue)} jobs waiting, the most allowed is "
-                    f"{self.max_queued_per_user}; wait for one to start, or cancel one."
-                )
-            if queue is None:
-                queue = self._queues[request.user_id] = deque()
-                self._arrivals += 1
-                self._arrival[request.user_id] = self._arrivals
-            entry = _Entry(request, plan, handle=handle)
-            queue.append(entry)
-            self._entries[request.job_id] = entry
+            ids = [request.job_id for request in requests]
+            if len(set(ids)) != len(ids) or any(job_id in self._entries for job_id in ids):
+                raise ValueError(f"jobs {ids}: one of them is already queued or running")
+            for user in dict.fromkeys(request.user_id for request in requests):
+                self._check_room(user)
+            for handle in handles:
+                entry = _Entry(handle.request, handle.plan, handle=handle)
+                self._queue.push(entry)
+                self._entries[entry.job_id] = entry
             self._publish_positions()
             self._cond.notify_all()
-        log.info("job %s: queued (user %s, %s)", request.job_id, request.user_id, request.kind)
-        return handle
+        for request in requests:
+            log.info(
+                "job %s: queued (user %s, %s%s)",
+                request.job_id,
+                request.user_id,
+                request.kind,
+                ", relax" if request.relax else "",
+            )
+        return handles
+
+    def check_room(self, user_id: int) -> None:
+        """QueueFull when the user already has ``max_queued_per_user`` jobs waiting."""
+        with self._cond:
+            self._check_room(user_id)
 
     def cancel(self, job_id: int) -> bool:
         """Remove a queued job, or ask a running one to leave its batch at the next step (``Cancelled``
@@ -360,7 +405,7 @@ class Executor:
                 self._forward_cancel(entry)
                 log.info("job %s: cancel requested while running", job_id)
                 return True
-            self._remove_queued(entry)
+            self._queue.remove(entry)
             del self._entries[job_id]
             self._emit(entry, Cancelled(job_id))
             self._publish_positions()
@@ -375,7 +420,7 @@ class Executor:
     def queue_snapshot(self) -> QueueSnapshot:
         def row(entry: _Entry, position: int | None, eta: float | None = None) -> QueueEntry:
             r = entry.request
-            return QueueEntry(r.job_id, r.user_id, r.kind, r.spec.prompt, position, eta)
+            return QueueEntry(r.job_id, r.user_id, r.kind, r.spec.prompt, position, eta, r.relax)
 
         with self._cond:
             order = self._order()
@@ -389,21 +434,17 @@ class Executor:
 
     # -- queue internals (caller holds _cond) ----------------------------------------------------------
 
+    def _check_room(self, user_id: int) -> None:
+        waiting = self._queue.waiting(user_id)
+        if waiting >= self.max_queued_per_user:
+            raise QueueFull(
+                f"You already have {waiting} jobs waiting, the most allowed is "
+                f"{self.max_queued_per_user}; wait for one to start, or cancel one."
+            )
+
     def _order(self) -> list[_Entry]:
-        """Queued entries in the order the workers will take them: jobs put back after losing their
-        worker first, then the same rule as ``_pop``, simulated."""
-        heap = [(self._last_served.get(u, -1), self._arrival[u], u) for u in self._queues]
-        heapq.heapify(heap)
-        taken = dict.fromkeys(self._queues, 0)
-        dispatches, order = self._dispatches, list(self._front)
-        while heap:
-            _, arrival, user = heapq.heappop(heap)
-            order.append(self._queues[user][taken[user]])
-            taken[user] += 1
-            dispatches += 1
-            if taken[user] < len(self._queues[user]):
-                heapq.heappush(heap, (dispatches, arrival, user))
-        return order
+        """Queued entries in the order the workers will take them."""
+        return self._queue.order()
 
     def _check_served(self, model: str) -> None:
         """A job of a model no worker holds would wait forever: refuse it (workers still starting, whose
@@ -420,17 +461,10 @@ class Executor:
             "pick another with --model, or ask the bot's operator."
         )
 
-    def _has_queued(self) -> bool:
-        return bool(self._front or self._queues)
-
     def _head(self, worker: int | None = None) -> _Entry | None:
-        """The job ``_pop`` would take: the first in the fair order, or with ``worker`` the first of the
+        """The job the queue would give next: the first in the fair order, or with ``worker`` the first of the
         models that worker holds (None: it holds none of the queued jobs' models)."""
-        if self._front:
-            first = self._front[0]
-        else:
-            user = min(self._queues, key=lambda u: (self._last_served.get(u, -1), self._arrival[u]))
-            first = self._queues[user][0]
+        first = self._queue.head()
         if worker is None or self._serves(worker, first):
             return first
         return next((entry for entry in self._order() if self._serves(worker, entry)), None)
@@ -438,24 +472,6 @@ class Executor:
     def _serves(self, worker: int, entry: _Entry) -> bool:
         models = self._workers[worker].models
         return models is None or not entry.request.spec.model or entry.request.spec.model in models
-
-    def _pop(self, entry: _Entry) -> _Entry:
-        if entry in self._front:
-            self._front.remove(entry)  # its user's turn was taken when it first started
-            return entry
-        self._remove_queued(entry)
-        self._dispatches += 1
-        self._last_served[entry.request.user_id] = self._dispatches
-        return entry
-
-    def _remove_queued(self, entry: _Entry) -> None:
-        if entry in self._front:
-            self._front.remove(entry)
-            return
-        user = entry.request.user_id
-        self._queues[user].remove(entry)
-        if not self._queues[user]:
-            del self._queues[user], self._arrival[user]
 
     def _etas(self, order: list[_Entry]) -> list[float | None]:
         timings = {
@@ -503,6 +519,7 @@ class Executor:
             report=self._report,
             requeue=self._requeue,
             wake=self._wake,
+            measured=lambda call: self.metrics.observe_call(worker, call),
         )
         try:
             self._workers[worker].run(dispatch)
@@ -535,7 +552,7 @@ class Executor:
         capacity = self._workers[worker].capacity
         assert capacity is not None
         admitted: list[BatchJob] = []
-        while self._has_queued():
+        while self._queue:
             head = self._head(worker)
             if head is None:
                 break  # the queued jobs are of models this worker does not hold
@@ -546,8 +563,11 @@ class Executor:
             if self._lighter_worker(worker, head, sum(j.plan.cost for j in (*mine, *admitted))):
                 self._cond.notify_all()  # it is theirs to take
                 break
-            entry = self._pop(head)
+            entry = self._queue.pop(head)
             entry.worker = worker
+            if entry.queued_at is not None:  # its first start (not again after its worker was lost)
+                self.metrics.queue_wait.observe(time.monotonic() - entry.queued_at)
+                entry.queued_at = None
             log.info("job %s: starts on worker %d", entry.job_id, worker)
             self._running[entry.job_id] = entry
             self._emit(entry, Started(entry.job_id))
@@ -594,7 +614,7 @@ class Executor:
         else:
             log.warning("job %s: its worker was lost; back to the front of the queue", job.job_id)
             job.sent_position = None
-            self._front.append(job)
+            self._queue.front.append(job)
             self._publish_positions()
         self._cond.notify_all()
 

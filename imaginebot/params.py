@@ -22,6 +22,7 @@ import random
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from fractions import Fraction
 from typing import Final
 
@@ -43,6 +44,15 @@ MAX_LORAS: Final = 4  # LoRAs in one prompt
 CHAOS_RANGE: Final = (0, 100)  # --chaos, as Midjourney's
 STOP_RANGE: Final = (10, 100)  # --stop: the percentage of the steps that run
 QUALITIES: Final = (0.25, 0.5, 1.0)  # --q: the fraction of the steps that run
+REPEAT_RANGE: Final = (1, 10)  # --repeat: jobs of one prompt
+
+
+class Speed(StrEnum):
+    """--fast / --relax: how a job waits (relax: after every fast job, costing no quota)."""
+
+    FAST = "fast"
+    RELAX = "relax"
+
 
 # What people type for the samplers, mapped to our names (diffusers' and A1111's spellings).
 SAMPLER_ALIASES: Final[dict[str, str]] = {
@@ -99,6 +109,8 @@ class ImagineRequest:
     chaos: int = 0  # --chaos: how far apart the grid's images are (0: as they always were)
     stop: int = 100  # --stop: the percentage of the steps that run
     quality: float = 1.0  # --q: the fraction of --steps in the schedule
+    repeat: int = 1  # --repeat: this many jobs, each with its own seed (the job service splits them)
+    speed: Speed | None = None  # --fast / --relax (None: the user's /settings)
 
     @property
     def negative_prompt(self) -> str:
@@ -179,6 +191,10 @@ class ImagineRequest:
             parts.append(f"--stop {self.stop}")
         if self.quality != 1.0:
             parts.append(f"--q {_format_float(self.quality)}")
+        if self.repeat > 1:
+            parts.append(f"--repeat {self.repeat}")
+        if self.speed is not None:
+            parts.append(f"--{self.speed}")
         return " ".join(parts)
 
 
@@ -429,9 +445,13 @@ _FLAG_ALIASES: Final[dict[str, str]] = {
     "stop": "stop",
     "q": "quality",
     "quality": "quality",
+    "repeat": "repeat",
+    "r": "repeat",
+    "fast": "fast",
+    "relax": "relax",
 }
 # Flags that take no value.
-_SWITCHES: Final = frozenset({"tile"})
+_SWITCHES: Final = frozenset({"tile", "fast", "relax"})
 
 _EXPECTS: Final[dict[str, str]] = {
     "steps": f"a whole number from {STEPS_RANGE[0]} to {STEPS_RANGE[1]}",
@@ -448,7 +468,29 @@ _EXPECTS: Final[dict[str, str]] = {
     "chaos": f"a whole number from {CHAOS_RANGE[0]} to {CHAOS_RANGE[1]}",
     "stop": f"a whole number from {STOP_RANGE[0]} to {STOP_RANGE[1]} (a percentage of the steps)",
     "quality": "one of .25, .5 or 1 (the fraction of the steps to run)",
+    "repeat": f"a whole number from {REPEAT_RANGE[0]} to {REPEAT_RANGE[1]}",
 }
+
+
+def is_flag_name(name: str) -> bool:
+    """Whether ``--name`` is one of our flags (any spelling): a /prefer shortcut may not take its name."""
+    return name.lower() in _FLAG_ALIASES
+
+
+def without_flags(text: str, names: Collection[str]) -> str:
+    """``text`` less the flags ``names`` (canonical) and their values: a /prefer suffix loses the flags its
+    prompt gives itself. ParamError as ``parse`` for an unknown flag."""
+    pieces: list[str] = []
+    pos = 0
+    while (match := _FLAG.search(text, pos)) is not None:
+        canonical = _canonical_flag(match.group("name"))
+        if canonical is None:
+            raise ParamError(_unknown_flag_message("--" + match.group("name")))
+        end = match.end() if canonical in _SWITCHES else _read_value(text, match.end(), canonical)[1]
+        pieces.append(text[pos : match.start()] if canonical in names else text[pos:end])
+        pos = end
+    pieces.append(text[pos:])
+    return " ".join(" ".join(pieces).split())
 
 
 def _unknown_flag_message(typed: str) -> str:
@@ -499,7 +541,12 @@ def parse(
             if flag.name in given:
                 raise ParamError(f"{flag.typed} was given twice; once is enough.")
             given[flag.name] = flag.typed
-            request = replace(request, tile=True)
+            if flag.name == "tile":
+                request = replace(request, tile=True)
+            elif request.speed is not None:
+                raise ParamError(f"{given[request.speed]} and {flag.typed} contradict each other; give one.")
+            else:
+                request = replace(request, speed=Speed(flag.name))
             continue
         if flag.value is None or not flag.value.strip():
             raise ParamError(f"{flag.typed} needs a value: {_EXPECTS[flag.name]}.")
@@ -539,6 +586,8 @@ def parse(
                 request = replace(request, stop=_int_in(flag, value, *STOP_RANGE))
             case "quality":
                 request = replace(request, quality=_quality(flag, value))
+            case "repeat":
+                request = replace(request, repeat=_int_in(flag, value, *REPEAT_RANGE))
     if not scan.prompt:
         raise ParamError("The prompt is empty: describe the picture before or after the flags.")
     request = replace(request, prompt=_prompt_of_parts(scan.prompt))
@@ -566,6 +615,8 @@ def _latest(flags: list[_Flag]) -> list[_Flag]:
     def key(flag: _Flag) -> object:
         if flag.name == "lora" and flag.value:
             return ("lora", flag.value.rpartition(":")[0].strip().casefold() or flag.value.casefold())
+        if flag.name in (Speed.FAST, Speed.RELAX):
+            return "speed"  # --fast after --relax: the later one wins, as for any flag
         return flag.name if flag.name != "no" else id(flag)
 
     last = {key(flag): flag for flag in flags}

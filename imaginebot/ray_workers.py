@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ from imaginebot.catalog import ModelEntry
 from imaginebot.engine.api import Plan
 from imaginebot.errors import ConfigError
 from imaginebot.eta import Line
-from imaginebot.work import Event, FinalEvent, JobRequest
+from imaginebot.work import Event, FinalEvent, JobRequest, UnetCall
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class WorkerConfig:
     upscale_max_side: int = 2048
     capacity: float | None = None
     preview_every: int = 5
+    safety_checker: str | None = None  # a folder on the node (IMAGINEBOT_SAFETY_CHECKER): checks every image
 
 
 class WorkerActor:
@@ -77,10 +79,15 @@ class WorkerActor:
             dtype=config.dtype,
             upscale_max_side=config.upscale_max_side,
             lora_dir=config.lora_dir,
+            safety_checker=config.safety_checker,
         )
         capacity = config.capacity or engine.default_capacity()
         self._batcher = Batcher(
-            engine, capacity=capacity, preview_every=config.preview_every, models=frozenset(engine.names)
+            engine,
+            capacity=capacity,
+            preview_every=config.preview_every,
+            models=frozenset(engine.names),
+            safety=engine.safety,
         )
         self._models = engine.names  # those its GPU holds, which may be fewer than configured
         self._device = str(getattr(engine.engine(""), "device", config.device))
@@ -88,7 +95,15 @@ class WorkerActor:
         self._inbox: list[BatchJob] = []
         self._jobs: dict[int, BatchJob] = {}
         self._streams: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Queue[Event]]] = {}
-        dispatch = Dispatch(admit=self._admit, report=self._report, requeue=_nothing, wake=_nothing)
+        # UNet calls since the bot last asked (info), for its /metrics; bounded, should it stop asking
+        self._calls: deque[UnetCall] = deque(maxlen=10_000)
+        dispatch = Dispatch(
+            admit=self._admit,
+            report=self._report,
+            requeue=_nothing,
+            wake=_nothing,
+            measured=self._calls.append,  # deque's append and popleft are thread-safe
+        )
         threading.Thread(target=self._batcher.run, args=(dispatch,), name="batcher", daemon=True).start()
 
     async def info(self) -> dict[str, Any]:
@@ -100,6 +115,7 @@ class WorkerActor:
             "pid": os.getpid(),
             "line": times.line(),  # for the bot's estimates of when queued jobs start
             "job_overhead": times.job_overhead,
+            "calls": [self._calls.popleft() for _ in range(len(self._calls))],  # for its /metrics
         }
 
     async def run(self, request: JobRequest, plan: Plan) -> AsyncIterator[Event]:
@@ -197,6 +213,7 @@ class RayWorker:
                 if isinstance(event, FinalEvent):
                     info = await self.actor.info.remote()
                     self._line, self._job_overhead = info["line"], info["job_overhead"]
+                    self._replay(info)
                     return
             raise RayActorError("the stream ended before the job did")
         except RayActorError as e:
@@ -204,6 +221,12 @@ class RayWorker:
             self._up = False
             self._dispatch.requeue(job)
             await self._recover()
+
+    def _replay(self, info: dict[str, Any]) -> None:
+        """The actor's UNet calls since it was last asked, into the bot's /metrics as this worker's."""
+        assert self._dispatch is not None
+        for call in info.get("calls", ()):
+            self._dispatch.measured(call)
 
     async def _recover(self) -> None:
         """Until the actor answers (loaded, or restarted by Ray): then it takes jobs again."""
@@ -226,6 +249,7 @@ class RayWorker:
                 await asyncio.sleep(RETRY_S)
             self.capacity = float(info["capacity"])
             self.models = frozenset(info["models"])
+            self._replay(info)
             self._up = True
             log.info(
                 "%s ready on %s (pid %s) with %s, %.0f samples per UNet call",

@@ -34,6 +34,7 @@ from imaginebot.engine.api import GenerateSpec
 from imaginebot.errors import ConfigError, Forbidden, QuotaExceeded
 from imaginebot.migrations import migrate, user_version
 from imaginebot.params import normalise_words
+from imaginebot.store_habits import RELAX_OFF, HabitsStore
 from imaginebot.store_models import (
     BlockedUser,
     Delivery,
@@ -44,8 +45,8 @@ from imaginebot.store_models import (
     ModAction,
     NewJob,
     QuotaStatus,
+    Review,
     UsageRow,
-    UserSettings,
 )
 
 log = logging.getLogger(__name__)
@@ -105,8 +106,18 @@ def _job(row: aiosqlite.Row) -> Job:
         delivery=None if d["delivery"] is None else Delivery(d["delivery"]),
         delivered_at=_dt(d["delivered_at"]),
         edit=None if d["edit"] is None else Edit.from_json(d["edit"]),
+        flagged=tuple(json.loads(d["flagged"])),
+        review=None if d["review"] is None else Review(d["review"]),
+        reviewed_at=_dt(d["reviewed_at"]),
+        hidden_at=_dt(d["hidden_at"]),
+        purged_at=_dt(d["purged_at"]),
+        relax=bool(d["relax"]),
     )
     return Job(**d, spec=replace(spec, tile=bool(spec.tile)))
+
+
+def _relaxed(job: Job) -> str:
+    return " (relax)" if job.relax else ""
 
 
 def _write_png_atomically(path: Path, image: Image.Image) -> None:
@@ -173,7 +184,7 @@ def require_sqlite(version: tuple[int, int, int]) -> None:
         )
 
 
-class Store:
+class Store(HabitsStore):
     """Open with ``await Store.open(data_dir)``; close with ``await store.close()`` (or ``async with``)."""
 
     def __init__(
@@ -250,50 +261,96 @@ class Store:
         async with db.execute(sql, tuple(params)) as cursor:
             return await cursor.fetchone()
 
+    # For the store's companions, which keep their SQL next to their code on this connection
+    # (store_gallery.py): a read, a write transaction, and a job from its row.
+    fetch = _all
+    transaction = _tx
+    job_from_row = staticmethod(_job)
+
     # -- jobs and quota --------------------------------------------------------------------------------
 
     async def reserve_job(self, new: NewJob) -> Job:
         """Check the user may make ``new.spec.num_images`` images, take them from today's quota and
-        insert the job as queued, all in one transaction.
+        insert the job as queued, all in one transaction (``reserve_jobs`` of one job)."""
+        return (await self.reserve_jobs([new]))[0]
 
-        Raises Forbidden (blocked on this server) or QuotaExceeded (saying what is left and when it resets).
+    async def reserve_jobs(self, news: Sequence[NewJob], *, batch: int | None = None) -> list[Job]:
+        """Reserve several jobs of one user at once, all or none, in one transaction: their images are
+        checked against today's quota together. A job asking for relax costs nothing (the server must allow
+        relax); when the fast ones don't fit the quota and the server allows relax (and the user's quota is
+        not 0), they all become relax. ``batch``: the question they answer, marked queued in the same
+        transaction (ImagineError when it was answered already).
+
+        Raises Forbidden (blocked on this server, or relax off) or QuotaExceeded (saying what is left and
+        when it resets); nothing is taken then.
         """
-        needed, now = new.spec.num_images, self._now()
+        if not news or len({(new.guild_id, new.user_id) for new in news}) != 1:
+            raise ValueError("reserve_jobs takes one or more jobs of one user on one server")
+        guild_id, user_id, now = news[0].guild_id, news[0].user_id, self._now()
         day = now.date().isoformat()
+        needed = sum(new.spec.num_images for new in news if not new.relax)
         async with self._tx() as db:
-            if await self._one(
-                db,
-                "SELECT 1 FROM blocked_users WHERE guild_id = ? AND user_id = ?",
-                (new.guild_id, new.user_id),
-            ):
-                raise Forbidden("You are blocked from making images on this server; ask a moderator.")
-            status = await self._quota(db, new.guild_id, new.user_id, now)
-            if status.limit is not None and status.used + needed > status.limit:
-                raise QuotaExceeded(_quota_message(needed, status, now))
-            s = new.spec
-            cursor = await db.execute(
-                "INSERT INTO jobs (user_id, guild_id, channel_id, message_id, kind, parent_id, tile_index,"
-                " prompt_text, prompt, negative_prompt, steps, cfg, sampler, width, height, seeds, strength,"
-                " tile, model, loras, parts, chaos, stop, edit, source, charged, charged_day, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-                " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (new.user_id, new.guild_id, new.channel_id, new.message_id, new.kind.value, new.parent_id,
-                 new.tile_index, new.prompt_text, s.prompt, s.negative_prompt, s.num_inference_steps,
-                 s.guidance_scale, s.sampler, s.width, s.height, json.dumps(list(s.seeds)), s.strength,
-                 s.tile, s.model, json.dumps([list(lora) for lora in s.loras]),
-                 json.dumps([list(part) for part in s.parts]), s.chaos, s.stop,
-                 None if new.edit is None else new.edit.to_json(), new.source,
-                 needed, day, now.isoformat()),
-            )  # fmt: skip
-            await db.execute(
-                "INSERT INTO usage (guild_id, user_id, day, images) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (guild_id, user_id, day) DO UPDATE SET images = images + excluded.images",
-                (new.guild_id, new.user_id, day, needed),
-            )
-            row = await self._one(db, "SELECT * FROM jobs WHERE id = ?", (cursor.lastrowid,))
-        assert row is not None
-        log.info("job %s reserved: user %s, %d images", row["id"], new.user_id, needed)
-        return _job(row)
+            if batch is not None:
+                await self._claim_batch(db, batch)
+            out_of_quota = await self._admit(db, guild_id, user_id, needed, any(new.relax for new in news))
+            ids = [await self._insert_job(db, new, relax=new.relax or out_of_quota, day=day) for new in news]
+            if not out_of_quota and needed:
+                await db.execute(
+                    "INSERT INTO usage (guild_id, user_id, day, images) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (guild_id, user_id, day) DO UPDATE SET images = images + excluded.images",
+                    (guild_id, user_id, day, needed),
+                )
+            rows = [await self._one(db, "SELECT * FROM jobs WHERE id = ?", (i,)) for i in ids]
+        jobs = [_job(row) for row in rows if row is not None]
+        for job in jobs:
+            log.info("job %s reserved: user %s, %d images%s", job.id, user_id, job.charged, _relaxed(job))
+        return jobs
+
+    async def check_reservation(self, guild_id: int, user_id: int, images: int, *, relax: bool) -> bool:
+        """What ``reserve_jobs`` would say now, taking nothing: it raises as that would, else says whether
+        ``images`` fast images would run in relax for want of quota. ``relax``: some jobs ask for relax."""
+        async with self._lock:
+            return await self._admit(self._db, guild_id, user_id, images, relax)
+
+    async def _admit(
+        self, db: aiosqlite.Connection, guild_id: int, user_id: int, needed: int, relax: bool
+    ) -> bool:
+        """The checks of a reservation: not blocked, relax allowed where asked, ``needed`` fast images within
+        today's quota. True: they don't fit, but may run in relax."""
+        if await self._one(
+            db, "SELECT 1 FROM blocked_users WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
+        ):
+            raise Forbidden("You are blocked from making images on this server; ask a moderator.")
+        relax_on = await self._relax_on(db, guild_id)
+        if relax and not relax_on:
+            raise Forbidden(RELAX_OFF)
+        now = self._now()
+        status = await self._quota(db, guild_id, user_id, now)
+        out_of_quota = status.limit is not None and status.used + needed > status.limit
+        if out_of_quota and (not relax_on or status.limit == 0):
+            raise QuotaExceeded(_quota_message(needed, status, now))
+        return out_of_quota
+
+    async def _insert_job(self, db: aiosqlite.Connection, new: NewJob, *, relax: bool, day: str) -> int:
+        """Insert a job as queued; a relax job is charged nothing."""
+        needed, now = (0 if relax else new.spec.num_images), self._now()
+        s = new.spec
+        cursor = await db.execute(
+            "INSERT INTO jobs (user_id, guild_id, channel_id, message_id, kind, parent_id, tile_index,"
+            " prompt_text, prompt, negative_prompt, steps, cfg, sampler, width, height, seeds, strength,"
+            " tile, model, loras, parts, chaos, stop, edit, source, relax, charged, charged_day, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+            " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (new.user_id, new.guild_id, new.channel_id, new.message_id, new.kind.value, new.parent_id,
+             new.tile_index, new.prompt_text, s.prompt, s.negative_prompt, s.num_inference_steps,
+             s.guidance_scale, s.sampler, s.width, s.height, json.dumps(list(s.seeds)), s.strength,
+             s.tile, s.model, json.dumps([list(lora) for lora in s.loras]),
+             json.dumps([list(part) for part in s.parts]), s.chaos, s.stop,
+             None if new.edit is None else new.edit.to_json(), new.source,
+             relax, needed, day, now.isoformat()),
+        )  # fmt: skip
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
 
     async def get_job(self, job_id: int) -> Job | None:
         rows = await self._all("SELECT * FROM jobs WHERE id = ?", (job_id,))
@@ -342,6 +399,7 @@ class Store:
         images: Sequence[str] = (),
         grid: str | None = None,
         delivery: Delivery = Delivery.PENDING,
+        flagged: Sequence[int] = (),
     ) -> Job:
         """Record how a job ended; its delivery is then pending (unless told otherwise). Failed, cancelled and
         interrupted jobs give their images back to the quota of the day they were taken from. A job already
@@ -361,11 +419,14 @@ class Store:
                     (row["charged"], row["guild_id"], row["user_id"], row["charged_day"]),
                 )
             refunded = status in _REFUNDED
+            review = Review.WAITING.value if flagged else None  # done and held back in one step
             await db.execute(
                 "UPDATE jobs SET status = ?, error = ?, note = ?, elapsed_s = ?, images = ?, grid = ?,"
-                " finished_at = ?, charged = CASE WHEN ? THEN 0 ELSE charged END, delivery = ? WHERE id = ?",
+                " finished_at = ?, charged = CASE WHEN ? THEN 0 ELSE charged END, delivery = ?, flagged = ?,"
+                " review = ? WHERE id = ?",
                 (status.value, error, note, elapsed_s, json.dumps(list(images)), grid,
-                 self._now().isoformat(), refunded, delivery.value, job_id),
+                 self._now().isoformat(), refunded, delivery.value, json.dumps(sorted(flagged)), review,
+                 job_id),
             )  # fmt: skip
             row = await self._one(db, "SELECT * FROM jobs WHERE id = ?", (job_id,))
         assert row is not None
@@ -380,12 +441,47 @@ class Store:
         grid: Image.Image | None = None,
         elapsed_s: float | None = None,
         note: str = "",
+        flagged: Sequence[int] = (),
     ) -> Job:
-        """Write the job's images (``tile-<i>.png``, ``grid.png``) and mark it done."""
+        """Write the job's images (``tile-<i>.png``, ``grid.png``) and mark it done; with ``flagged`` tiles
+        (the safety checker's), it waits for a moderator's review."""
         tiles, grid_path = await asyncio.to_thread(self._write_images, job_id, images, grid)
         return await self.finish_job(
-            job_id, JobStatus.DONE, images=tiles, grid=grid_path, elapsed_s=elapsed_s, note=note
+            job_id,
+            JobStatus.DONE,
+            images=tiles,
+            grid=grid_path,
+            elapsed_s=elapsed_s,
+            note=note,
+            flagged=flagged,
         )
+
+    async def set_review(self, job_id: int, review: Review, *, by: int, detail: str = "") -> Job | None:
+        """A moderator's decision on a job's flagged images (or a takedown: REMOVED), in the moderation log.
+        None when the job is unknown."""
+        async with self._tx() as db:
+            row = await self._one(db, "SELECT * FROM jobs WHERE id = ?", (job_id,))
+            if row is None:
+                return None
+            await db.execute(
+                "UPDATE jobs SET review = ?, reviewed_by = ?, reviewed_at = ? WHERE id = ?",
+                (review.value, by, self._now().isoformat(), job_id),
+            )
+            action = {Review.RELEASED: "image.release", Review.REMOVED: "image.remove"}.get(
+                review, "image.review"
+            )
+            await self._log(db, row["guild_id"], by, action, row["user_id"], detail or f"job {job_id}")
+            row = await self._one(db, "SELECT * FROM jobs WHERE id = ?", (job_id,))
+        assert row is not None
+        return _job(row)
+
+    async def waiting_for_review(self, guild_id: int, *, limit: int = 100) -> list[Job]:
+        """A server's jobs whose flagged images wait for a moderator, oldest first."""
+        rows = await self._all(
+            "SELECT * FROM jobs WHERE review = 'waiting' AND guild_id = ? ORDER BY id LIMIT ?",
+            (guild_id, limit),
+        )
+        return [_job(row) for row in rows]
 
     async def set_delivery(
         self, job_id: int, delivery: Delivery, *, message: tuple[int, int] | None = None
@@ -471,33 +567,6 @@ class Store:
         rows = await self._all("SELECT daily_images FROM guild_quotas WHERE guild_id = ?", (guild_id,))
         return rows[0]["daily_images"] if rows else self.default_daily_images  # type: ignore[no-any-return]
 
-    async def set_guild_quota(self, guild_id: int, daily_images: int | None, *, by: int) -> None:
-        async with self._tx() as db:
-            await db.execute(
-                "INSERT INTO guild_quotas (guild_id, daily_images) VALUES (?, ?)"
-                " ON CONFLICT (guild_id) DO UPDATE SET daily_images = excluded.daily_images",
-                (guild_id, daily_images),
-            )
-            await self._log(db, guild_id, by, "quota.default", None, _limit_text(daily_images))
-
-    async def set_user_quota(self, guild_id: int, user_id: int, daily_images: int | None, *, by: int) -> None:
-        """Override one user's daily images on this server (None: unlimited)."""
-        async with self._tx() as db:
-            await db.execute(
-                "INSERT INTO user_quotas (guild_id, user_id, daily_images) VALUES (?, ?, ?)"
-                " ON CONFLICT (guild_id, user_id) DO UPDATE SET daily_images = excluded.daily_images",
-                (guild_id, user_id, daily_images),
-            )
-            await self._log(db, guild_id, by, "quota.set", user_id, _limit_text(daily_images))
-
-    async def clear_user_quota(self, guild_id: int, user_id: int, *, by: int) -> None:
-        """Drop a user's override: the server's default applies again."""
-        async with self._tx() as db:
-            await db.execute(
-                "DELETE FROM user_quotas WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
-            )
-            await self._log(db, guild_id, by, "quota.clear", user_id, "")
-
     async def reset_usage(self, guild_id: int, user_id: int, *, by: int) -> None:
         """Give a user today's full quota back."""
         day = self._now().date().isoformat()
@@ -515,29 +584,6 @@ class Store:
             (guild_id, (day or self._now().date()).isoformat()),
         )
         return [UsageRow(user_id=row["user_id"], images=row["images"]) for row in rows]
-
-    # -- per-user settings -----------------------------------------------------------------------------
-
-    async def get_settings(self, user_id: int) -> UserSettings:
-        rows = await self._all(
-            "SELECT steps, cfg, aspect, sampler, images, remix, model FROM user_settings WHERE user_id = ?",
-            (user_id,),
-        )
-        if not rows:
-            return UserSettings()
-        return UserSettings(**dict(rows[0]) | {"remix": bool(rows[0]["remix"])})
-
-    async def save_settings(self, user_id: int, settings: UserSettings) -> None:
-        async with self._tx() as db:
-            await db.execute(
-                "INSERT INTO user_settings (user_id, steps, cfg, aspect, sampler, images, remix, model)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (user_id) DO UPDATE SET steps = excluded.steps, cfg = excluded.cfg,"
-                " aspect = excluded.aspect, sampler = excluded.sampler, images = excluded.images,"
-                " remix = excluded.remix, model = excluded.model",
-                (user_id, settings.steps, settings.cfg, settings.aspect, settings.sampler, settings.images,
-                 settings.remix, settings.model),
-            )  # fmt: skip
 
     # -- moderation ------------------------------------------------------------------------------------
 
@@ -654,7 +700,3 @@ class Store:
             (guild_id, target_id, target_id, limit),
         )
         return [ModAction(**{**dict(row), "at": datetime.fromisoformat(row["at"])}) for row in rows]
-
-
-def _limit_text(daily_images: int | None) -> str:
-    return "unlimited" if daily_images is None else f"{daily_images}/day"

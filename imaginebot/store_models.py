@@ -84,6 +84,14 @@ class Delivery(StrEnum):
     EXPIRED = "expired"  # not delivered within the bound (IMAGINEBOT_DELIVERY_GIVE_UP_HOURS); given up
 
 
+class Review(StrEnum):
+    """A moderator's review of the images the safety checker flagged; None where it flagged none."""
+
+    WAITING = "waiting"  # posted blurred, as a spoiler; its flagged tiles can't be upscaled or varied
+    RELEASED = "released"  # a moderator found them fine: the clear grid, usable as any other
+    REMOVED = "removed"  # a moderator took the job down: hidden, its message a notice
+
+
 @dataclass(frozen=True)
 class NewJob:
     """A job about to be reserved; quota is taken for ``spec.num_images``. ``spec.init_image`` is never
@@ -100,6 +108,7 @@ class NewJob:
     tile_index: int | None = None  # 0-based tile of the parent, for V and U
     edit: Edit | None = None  # kind EDIT
     source: str | None = None  # an image prompt's picture, relative to the data directory
+    relax: bool = False  # asked for relax (--relax, /settings); out of quota, the store may make it relax
 
 
 @dataclass(frozen=True)
@@ -128,6 +137,25 @@ class Job:
     delivered_at: datetime | None
     edit: Edit | None = None  # kind EDIT: what it does to its parent
     source: str | None = None  # an image prompt's picture (/imagine with an image), relative to the data dir
+    flagged: tuple[int, ...] = ()  # 0-based tiles the safety checker flagged
+    review: Review | None = None  # where a moderator's review of ``flagged`` stands
+    reviewed_by: int | None = None
+    reviewed_at: datetime | None = None
+    hidden_at: datetime | None = None  # taken down by a moderator (the gallery and Discord no longer show it)
+    hidden_by: int | None = None  # the moderator who took it down
+    purged_at: datetime | None = None  # its files were deleted from disk, a day after the takedown: no undo
+    relax: bool = False  # waits until no fast job does, costs no quota
+
+    @property
+    def hidden(self) -> bool:
+        return self.hidden_at is not None
+
+    def held_back(self, tile: int) -> bool:
+        """Whether 0-based ``tile`` may not be shown in clear nor worked on (U, V, the tools): the job was
+        taken down, or the tile is flagged and no moderator released it."""
+        if self.hidden:
+            return True
+        return tile in self.flagged and self.review is not Review.RELEASED
 
 
 @dataclass(frozen=True)
@@ -152,6 +180,7 @@ class UserSettings:
     images: int | None = None
     remix: bool = False  # V, 🔄, Vary, Zoom and Pan first open the prompt for editing
     model: str | None = None  # a name of IMAGINEBOT_MODELS: the model when the prompt has no --model
+    relax: bool = False  # Relax mode: jobs wait until no fast job does, and cost no quota
 
 
 @dataclass(frozen=True)
@@ -168,7 +197,7 @@ class ModAction:
     id: int
     guild_id: int
     actor_id: int
-    action: str  # e.g. "quota.set", "usage.reset", "block", "unblock", "word.add", "word.remove"
+    action: str  # e.g. "quota.set", "usage.reset", "block", "unblock", "word.add", "image.take-down"
     target_id: int | None
     detail: str
     at: datetime
@@ -178,3 +207,23 @@ class ModAction:
 class UsageRow:
     user_id: int
     images: int
+
+
+class BatchState(StrEnum):
+    ASKED = "asked"  # the Yes/No question is out
+    QUEUED = "queued"  # Yes: its jobs were reserved
+    DECLINED = "declined"  # No
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Several jobs from one /imagine (permutations, --repeat), waiting for the student's Yes."""
+
+    id: int
+    user_id: int
+    guild_id: int
+    channel_id: int
+    texts: tuple[str, ...]  # one canonical prompt per job, seeds drawn
+    source: str | None  # an image prompt's picture the jobs share
+    state: BatchState
+    created_at: datetime

@@ -21,6 +21,7 @@ class JobRequest:
     user_id: int
     kind: JobKind
     spec: GenerateSpec
+    relax: bool = False  # relax: starts only when no fast job waits (a priority class of the fair queue)
 
     @property
     def task(self) -> Task:
@@ -82,3 +83,23 @@ class Interrupted:
 
 Event = Queued | Started | Progress | Done | Failed | Cancelled | Interrupted
 FinalEvent = Done | Failed | Cancelled | Interrupted
+
+
+# -- what workers say about themselves, for the operator (/healthz, /metrics) ---------------------------
+
+
+@dataclass(frozen=True)
+class UnetCall:
+    """One batched UNet call of a worker: rows of the batch (samples) and how long it took."""
+
+    samples: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    index: int  # the executor's number for it ("worker 1" in the log)
+    name: str  # its thread's or its Ray actor's
+    alive: bool  # taking jobs: its thread runs and, remote, its actor answers
+    models: tuple[str, ...] | None  # the models it holds; None: it takes any job (one engine)
+    capacity: float | None  # samples of native size per UNet call; None: not known yet

@@ -19,8 +19,16 @@ echo "== ruff"
 echo "== mypy (strict on imaginebot/)"
 "$VENV/bin/mypy"
 echo "== pytest"
+# Two processes share the tests (pytest-xdist; a module's tests stay together, with its fixtures): much of
+# the suite waits on bots, Ray workers and browsers rather than computes, and CI has two cores.
+# IMAGINEBOT_TEST_WORKERS=0 runs them in this process, one after the other; "auto" uses every core.
+WORKERS="${IMAGINEBOT_TEST_WORKERS:-2}"
+XDIST=()
+if [ "$WORKERS" != 0 ]; then
+    XDIST=(-n "$WORKERS" --dist loadscope)
+fi
 set +e
-"$PY" -m pytest "$@"
+"$PY" -m pytest "${XDIST[@]}" "$@"
 status=$?
 set -e
 if [ "$status" = 5 ]; then

@@ -8,6 +8,7 @@
   ``wait_for_commands`` is true, and closes the bot at teardown. Build the bot with
   ``**FAST_BOT_OPTIONS`` so ``on_ready`` doesn't wait two seconds for more guilds.
 - ``mock_page``: the local Discord's page in headless chromium (a Playwright ``Page``).
+- ``bots``: the bot.py processes a test starts (``botprocess.BotProcess``), killed at its end.
 
 They live here, not in the package, so that a plain install never imports pytest.
 """
@@ -19,6 +20,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -29,6 +31,7 @@ import discord.gateway
 import discord.http
 import pytest
 import pytest_asyncio
+from botprocess import BotProcess
 
 from imaginebot.discord_url import use_discord_url
 from imaginebot.mockdiscord import MockDiscord, run_mock_discord
@@ -121,3 +124,13 @@ async def mock_page(mock_discord: MockDiscord) -> AsyncIterator[Any]:
             assert errors == [], errors
         finally:
             await browser.close()
+
+
+@pytest.fixture
+async def bots() -> AsyncIterator[list[BotProcess]]:
+    """bot.py processes a test starts (botprocess.BotProcess): killed at the end, whatever happened."""
+    started: list[BotProcess] = []
+    yield started
+    for bot in started:
+        with contextlib.suppress(ProcessLookupError):
+            await bot.stop(signal.SIGKILL)

@@ -115,3 +115,16 @@ class FakeEngine:
         spec = state.spec
         tiles = tuple(Image.new("RGB", (spec.width, spec.height), state.colour) for _ in spec.seeds)
         return GenerateResult(images=tiles, seeds=spec.seeds, elapsed_s=0.0)
+
+
+class FlagPositions:
+    """A stand-in safety checker: flags the images at ``positions`` of each batch it is given (with one job
+    at a time, that job's tiles), and records the size of every batch."""
+
+    def __init__(self, *positions: int) -> None:
+        self.positions = set(positions)
+        self.batches: list[int] = []
+
+    def check(self, images: Sequence[Image.Image]) -> list[bool]:
+        self.batches.append(len(images))
+        return [i in self.positions for i in range(len(images))]

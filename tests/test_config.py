@@ -81,6 +81,13 @@ def test_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         ("IMAGINEBOT_MOCK_PORT", "70000", ["IMAGINEBOT_MOCK_PORT", "65535"]),
         ("IMAGINEBOT_GUILD_ID", "my-server", ["IMAGINEBOT_GUILD_ID", "integer"]),
         ("IMAGINEBOT_DISCORD_URL", "localhost:8080", ["IMAGINEBOT_DISCORD_URL", "http://"]),
+        (
+            "IMAGINEBOT_SAFETY_CHECKER",
+            "/no/such/folder",
+            ["IMAGINEBOT_SAFETY_CHECKER", "not a folder", "none"],
+        ),
+        ("IMAGINEBOT_WEB_URL", "lab-pc:8081", ["IMAGINEBOT_WEB_URL='lab-pc:8081'", "http://"]),
+        ("IMAGINEBOT_GALLERY_LINK_HOURS", "0", ["IMAGINEBOT_GALLERY_LINK_HOURS", "greater than 0"]),
     ],
 )
 def test_invalid_value_names_variable_problem_and_allowed(
@@ -128,6 +135,14 @@ def test_operator_settings_win_over_the_embedded_models_defaults(monkeypatch: py
     monkeypatch.setenv("IMAGINEBOT_DEFAULT_CFG", "9")
     defaults = model_defaults(load_settings())
     assert (defaults.steps, defaults.cfg) == (20, 9.0)
+
+
+def test_the_safety_checker_is_a_folder_or_none(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert load_settings().safety_checker is None
+    monkeypatch.setenv("IMAGINEBOT_SAFETY_CHECKER", "None")
+    assert load_settings().safety_checker is None
+    monkeypatch.setenv("IMAGINEBOT_SAFETY_CHECKER", str(tmp_path))
+    assert load_settings().safety_checker == tmp_path
 
 
 def test_several_devices_one_worker_each() -> None:

@@ -5,12 +5,14 @@ import contextlib
 import itertools
 import threading
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 from fakes import FakeEngine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from waiting import within
 
 from imaginebot.engine.api import (
     GenerateSpec,
@@ -285,5 +287,102 @@ def test_positions_are_the_order_jobs_actually_start(history: list[int], ops: li
             await asyncio.gather(*(h.wait() for h in handles))
             started = [int(prompt.split()[1]) for _, prompt in engine.calls[ran_before:]]
             assert started == expected
+
+    asyncio.run(scenario())
+
+
+# -- relax: a priority class of the fair queue ---------------------------------------------------------
+
+
+async def ended(ex: Executor, *handles: JobHandle) -> None:
+    """Until every job has ended; a time-out shows the queue."""
+    waits = asyncio.gather(*(handle.wait() for handle in handles))
+    await within(waits, "the jobs to end", timeout=60, seen=ex.queue_snapshot)
+
+
+def relaxed(job_id: int, user: int, **kw: object) -> JobRequest:
+    return replace(request(job_id, user, **kw), relax=True)
+
+
+async def test_relax_jobs_start_only_when_no_fast_job_waits(executor: Executor, engine: FakeEngine) -> None:
+    await executor.submit(request(1, A, steps=1)).wait()  # a step timed: start estimates from now on
+    engine.gate.clear()
+    running = executor.submit(request(2, A))
+    await first(running, Started)
+    handles = [executor.submit(r) for r in (relaxed(3, A), relaxed(4, B), request(5, C), request(6, A))]
+    # fast first (C never served, then A), then relax by the same fairness (B never served, then A)
+    expected = [5, 6, 4, 3]
+    assert sorted(executor.positions(), key=executor.positions().get) == expected
+    queued = executor.queue_snapshot().queued
+    assert [e.job_id for e in queued] == expected
+    assert [e.relax for e in queued] == [False, False, True, True]  # /queue marks them
+    etas = [e.eta_s for e in queued]
+    assert all(eta is not None for eta in etas) and etas == sorted(etas)  # estimates follow the same order
+    late = executor.submit(request(7, B))  # a fast job arriving later still goes before every relax job
+    order = sorted(executor.positions(), key=executor.positions().get)
+    assert order == [5, 7, 6, 4, 3]  # B's turn comes before A's (A was served for job 2)
+    engine.gate.set()
+    await ended(executor, running, late, *handles)
+    assert [int(prompt.split()[1]) for _, prompt in engine.calls[1:]] == [2, *order]
+
+
+async def test_a_running_relax_job_is_never_stopped_for_a_fast_one() -> None:
+    engine = FakeEngine(steps_per_permit=True)  # capacity 1: one job at a time
+    async with Executor(engine, preview_every=1) as ex:
+        slow = ex.submit(relaxed(1, A, steps=4))
+        engine.permits.release()  # type: ignore[union-attr]
+        await first(slow, Progress)  # the relax job is running
+        fast = ex.submit(request(2, B, steps=1))
+        assert ex.positions() == {2: 1}
+        engine.permits.release(4)  # type: ignore[union-attr]
+        await ended(ex, slow, fast)
+        assert isinstance(slow.final, Done) and isinstance(fast.final, Done)
+    assert engine.batches == [["job 1"]] * 4 + [["job 2"]]  # it ran to its end before the fast job
+
+
+async def test_a_batch_is_queued_whole_or_not_at_all(engine: FakeEngine) -> None:
+    engine.gate.clear()
+    async with Executor(engine, max_queued_per_user=3) as ex:
+        running = ex.submit(request(1, A))
+        await first(running, Started)
+        ex.submit_batch([request(2, A), relaxed(3, A)])
+        # two waiting, under the cap of 3: a confirmed batch of five is queued whole
+        batch = ex.submit_batch([request(i, A) for i in range(4, 9)])
+        assert len(batch) == 5 and len(ex.positions()) == 7
+        with pytest.raises(QueueFull, match="You already have 7 jobs waiting, the most allowed is 3"):
+            ex.submit_batch([request(9, A), request(10, A)])
+        with pytest.raises(QueueFull):
+            ex.check_room(A)  # what the job service asks before it reserves anything
+        ex.check_room(B)
+        with pytest.raises(ValueError, match="already queued"):
+            ex.submit_batch([request(11, B), request(2, B)])
+        assert len(ex.positions()) == 7  # nothing of a refused batch was queued
+        engine.gate.set()
+        await ended(ex, running, *batch)
+
+
+@settings(max_examples=25, deadline=None)
+@given(ops=st.lists(st.tuples(st.integers(0, 3), st.booleans()), max_size=12))
+def test_positions_are_the_order_jobs_start_with_relax_jobs_too(ops: list[tuple[int, bool]]) -> None:
+    """Whatever mix of fast and relax jobs waits, position n starts n-th, and no relax job starts while a
+    fast job waits."""
+
+    async def scenario() -> None:
+        engine = FakeEngine()
+        async with Executor(engine, max_queued_per_user=20) as ex:
+            engine.gate.clear()
+            blocker = ex.submit(request(1, 0))
+            await first(blocker, Started)
+            handles = [
+                ex.submit(relaxed(i, user) if slow else request(i, user))
+                for i, (user, slow) in enumerate(ops, start=2)
+            ]
+            expected = sorted(ex.positions(), key=ex.positions().get)
+            relax_ids = {i for i, (_, slow) in enumerate(ops, start=2) if slow}
+            flags = [job_id in relax_ids for job_id in expected]
+            assert flags == sorted(flags)  # every fast job before every relax job
+            engine.gate.set()
+            await ended(ex, blocker, *handles)
+            assert [int(prompt.split()[1]) for _, prompt in engine.calls[1:]] == expected
 
     asyncio.run(scenario())

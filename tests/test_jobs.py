@@ -56,6 +56,7 @@ class FakeReply:
     shown: list[Update] = field(default_factory=list)
     attempts: int = 0
     delivered: list[JobView] = field(default_factory=list)
+    withdrawn: list[JobView] = field(default_factory=list)  # takedown notices
     order: list[str] = field(default_factory=list)
     previews_cancelled: int = 0
 
@@ -70,6 +71,11 @@ class FakeReply:
             except asyncio.CancelledError:
                 self.previews_cancelled += 1
                 raise
+
+    async def withdraw(self, view: JobView) -> None:
+        if self.gone:
+            raise MessageGone("10008 Unknown Message")
+        self.withdrawn.append(view)
 
     async def deliver(self, view: JobView) -> Posted | None:
         self.attempts += 1

@@ -1,6 +1,7 @@
 """Workers as Ray actors on a local Ray cluster (started in this process), running the embedded model on
-the CPU: jobs spread over two workers in the fair order, previews stream back, cancel reaches a remote
-job, and a worker process killed mid-job loses nothing."""
+the CPU: jobs spread over two workers in the fair order, previews stream back, the actors' safety checker
+flags images and their UNet calls reach the bot's /metrics, cancel reaches a remote job, and a worker
+process killed mid-job loses nothing."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from dataclasses import replace
 
 import pytest
 import pytest_asyncio
+from safetycheckers import save_checker
 from waiting import until, within, workers_seen
 
 ray = pytest.importorskip("ray")
@@ -47,12 +49,15 @@ def cluster() -> Iterator[None]:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def executor(cluster: None) -> AsyncIterator[Executor]:
+async def executor(cluster: None, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Executor]:
     """An executor with two Ray workers of one job at a time each (a four-image job costs 8), shared by
-    the module's tests (each worker is a process that loads torch and the model: seconds apiece)."""
+    the module's tests (each worker is a process that loads torch and the model: seconds apiece), each with
+    a safety checker that flags every image (its folder travels in the worker's config)."""
     ex = Executor(planner=Planner.from_folder(EMBEDDED_MODEL), max_queued_per_user=5, preview_every=2)
     await ex.start()
-    workers = RayWorkers(WorkerConfig(capacity=8, preview_every=2), ex.add_worker, workers=2)
+    checker = str(save_checker(tmp_path_factory.mktemp("checker"), flags=True))
+    config = WorkerConfig(capacity=8, preview_every=2, safety_checker=checker)
+    workers = RayWorkers(config, ex.add_worker, workers=2)
     workers.top_up()
     await until(  # both loaded, or the first could take every job before the second is up
         lambda: len(workers.placed) == 2 and all(w.accepting for w in workers.placed),
@@ -73,6 +78,15 @@ def job(job_id: int, user: int, steps: int = 6) -> JobRequest:
     return JobRequest(job_id, user, JobKind.IMAGINE, spec)
 
 
+def unet_calls(executor: Executor) -> dict[str, float]:
+    """The UNet calls of each of the two workers in the bot's registry (/metrics)."""
+    registry = executor.metrics.registry
+    return {
+        w: registry.get_sample_value("imaginebot_unet_call_samples_count", {"worker": w}) or 0.0
+        for w in ("0", "1")
+    }
+
+
 async def first(handle: JobHandle, kind: type[Event]) -> Event:
     async for event in handle.events():
         if isinstance(event, kind):
@@ -84,6 +98,7 @@ async def test_jobs_spread_over_two_workers_in_fair_order(
     executor: Executor, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="imaginebot.executor")
+    before = unet_calls(executor)  # the workers are the module's: count this test's calls
     started: list[int] = []
 
     def record(event: Event) -> None:
@@ -102,10 +117,24 @@ async def test_jobs_spread_over_two_workers_in_fair_order(
                 previews.append(event)
         assert isinstance(handle.final, Done) and len(handle.final.result.images) == 4
         assert handle.final.result.images[0].size == (64, 64)
+        assert handle.final.result.flagged == (0, 1, 2, 3)  # checked on the actor, after decoding
     assert previews  # they streamed back from the actors
     assert set(started[:2]) == {1, 4}  # B is served before A's second job
     workers = {line.rsplit(" ", 1)[-1] for line in caplog.messages if "starts on worker" in line}
     assert workers == {"0", "1"}
+
+    # each actor's UNet calls, handed over with the info() the bot asks after each job, in its registry
+    def made() -> dict[str, float]:
+        now = unet_calls(executor)
+        return {w: now[w] - before[w] for w in now}
+
+    await until(  # the last job's calls come after its final event
+        lambda: sum(made().values()) >= 4 * 6,  # every step of every job: six each, one job per call
+        "every UNet call of the actors in the bot's registry",
+        timeout=60,
+        seen=made,
+    )
+    assert sum(made().values()) == 4 * 6 and all(made().values())
 
 
 async def test_cancel_reaches_a_remote_job_and_queued_jobs_get_estimates(executor: Executor) -> None:

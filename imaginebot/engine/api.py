@@ -81,6 +81,15 @@ class GenerateResult:
     seeds: tuple[int, ...]
     elapsed_s: float
     note: str = ""  # said to the user, e.g. "upscaled by a plain resize: not enough GPU memory"
+    flagged: tuple[int, ...] = ()  # 0-based images the safety checker flagged (none without a checker)
+
+
+class SafetyCheck(Protocol):
+    """An image moderator on a worker's device (``engine.safety``): which images to hold for review."""
+
+    def check(self, images: Sequence[Image.Image]) -> list[bool]:
+        """One flag per image, True to hold it back; all images in one batch. Runs on the worker thread."""
+        ...
 
 
 PreviewCallback = Callable[[Preview], None]

@@ -17,7 +17,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from imaginebot.engine.api import Engine, GenerateResult, GenerateSpec, Plan, PreviewCallback, StepState, Task
+from imaginebot.engine.api import (
+    Engine,
+    GenerateResult,
+    GenerateSpec,
+    Plan,
+    PreviewCallback,
+    SafetyCheck,
+    StepState,
+    Task,
+)
 from imaginebot.errors import ParamError
 
 if TYPE_CHECKING:
@@ -31,13 +40,16 @@ BATCH_RESERVE = 0.25
 
 
 class ModelSet:
-    """``Engine`` over named engines on one device; the first name is the default (``spec.model == ""``)."""
+    """``Engine`` over named engines on one device; the first name is the default (``spec.model == ""``).
+    ``safety``: the device's image moderator (IMAGINEBOT_SAFETY_CHECKER), which its worker runs on every
+    job's images; None: none."""
 
-    def __init__(self, engines: Mapping[str, Engine]) -> None:
+    def __init__(self, engines: Mapping[str, Engine], *, safety: SafetyCheck | None = None) -> None:
         if not engines:
             raise ValueError("a model set needs at least one engine")
         self._engines = dict(engines)
         self.names: tuple[str, ...] = tuple(self._engines)
+        self.safety = safety
 
     def engine(self, name: str) -> Engine:
         try:
@@ -147,6 +159,11 @@ def served(engine: Engine) -> frozenset[str] | None:
     return frozenset(engine.names) if isinstance(engine, ModelSet) else None
 
 
+def safety_of(engine: Engine) -> SafetyCheck | None:
+    """The image moderator that goes with an engine's device (a ``ModelSet``'s), if any."""
+    return engine.safety if isinstance(engine, ModelSet) else None
+
+
 # -- loading ---------------------------------------------------------------------------------------------
 
 
@@ -195,15 +212,22 @@ def load_models(
     lora_dir: str | os.PathLike[str] | None = None,
     memory: Callable[[], tuple[int, int]] | None = None,
     load: Callable[..., Engine] | None = None,
+    safety_checker: str | os.PathLike[str] | None = None,
 ) -> ModelSet:
     """The models of ``entries`` this device can hold, in order: the first always (it is the default),
-    each other one if its weights fit next to those loaded, with room left for the batches.
+    each other one if its weights fit next to those loaded, with room left for the batches. With
+    ``safety_checker`` (a folder), the image moderator is loaded first, on the same device.
 
     ``memory``: (free, total) bytes now (default: ``device_memory(device)``); ``load``: ``load_engine``."""
     if load is None:
         from imaginebot.engine.loading import load_engine
 
         load = load_engine
+    safety = None
+    if safety_checker is not None:
+        from imaginebot.engine.safety import load_safety_checker
+
+        safety = load_safety_checker(safety_checker, device=device, dtype=dtype)
     where = device or "auto"
     memory = memory or (lambda: device_memory(where))
     engines: dict[str, Engine] = {}
@@ -223,7 +247,7 @@ def load_models(
         )
         _layer_scheduler(engine, entry.scheduler_overrides)
         engines[entry.name] = engine
-    return ModelSet(engines)
+    return ModelSet(engines, safety=safety)
 
 
 def _layer_scheduler(engine: Engine, overrides: Mapping[str, Any]) -> None:

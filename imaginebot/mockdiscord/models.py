@@ -185,6 +185,9 @@ class Channel:
         }
 
 
+SPOILER_PREFIX, IS_SPOILER = "SPOILER_", 1 << 3
+
+
 @dataclass
 class Attachment:
     id: int
@@ -222,6 +225,8 @@ class Attachment:
             out["width"], out["height"] = self.width, self.height
         if self.ephemeral:
             out["ephemeral"] = True
+        if self.filename.startswith(SPOILER_PREFIX):  # as Discord: the name says it, the flag repeats it
+            out["flags"] = IS_SPOILER
         return out
 
 

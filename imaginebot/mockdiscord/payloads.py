@@ -70,6 +70,7 @@ class AttachmentPayload(TypedDict):
     width: NotRequired[int]
     height: NotRequired[int]
     ephemeral: NotRequired[bool]
+    flags: NotRequired[int]  # IS_SPOILER (1 << 3): a file named SPOILER_…, hidden behind a click
 
 
 class InteractionMetadataPayload(TypedDict):

@@ -12,28 +12,45 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from aiohttp import web
 
 from imaginebot.jobs import JobService
+from imaginebot.store_gallery import PAGE_SIZE
+from imaginebot.web.gallery import setup_gallery
+from imaginebot.web.links import LinkSigner
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
 class WebContext:
-    """What the pages and the operator's endpoints read."""
+    """What the pages and the operator's endpoints read. ``links``: the key that checks the gallery's links
+    (None: no gallery); ``clock``: what time it is (links expire); ``page_size``: images per gallery page."""
 
     jobs: JobService
     data_dir: Path
     discord_connected: Callable[[], bool] = lambda: False
+    links: LinkSigner | None = None
+    clock: Callable[[], datetime] = utc_now
+    page_size: int = PAGE_SIZE
 
 
 WEB = web.AppKey("imaginebot_web", WebContext)
 
 
 def create_app(context: WebContext) -> web.Application:
+    from imaginebot.web import ops  # it reads WEB from here
+
     app = web.Application()
     app[WEB] = context
+    ops.add_routes(app)
+    if context.links is not None:
+        setup_gallery(app, context, context.links)
     return app
 
 

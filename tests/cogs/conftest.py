@@ -1,18 +1,20 @@
 """The whole bot, end to end: ImagineBot with its real cogs, store, executor and a tiny random-weight
 engine, against the local Discord. ``bot_factory()`` starts one; calling it again after ``stop()`` with
-the same data directory is a restart."""
+the same data directory is a restart. ``bot_factory(web=True)`` also serves its web side (the gallery) as
+bot.py does, on a free port: ``running.web_url``."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
-from bot import ImagineBot, job_service
+from bot import ImagineBot, job_service, web_side
 from imaginebot.config import load_settings
 from imaginebot.engine import DiffusionEngine
 from imaginebot.engine.models import ModelSet
@@ -34,9 +36,16 @@ class RunningBot:
     store: Store
     executor: Executor
     jobs: JobService
+    web: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+
+    @property
+    def web_url(self) -> str:
+        assert self.bot.gallery_links is not None, "start the bot with bot_factory(web=True)"
+        return self.bot.gallery_links.base_url
 
     async def stop(self) -> None:
-        """As bot.py stops: the bot, the job service, the executor, the store."""
+        """As bot.py stops: the web side, the bot, the job service, the executor, the store."""
+        await self.web.aclose()
         await self.bot.close()
         await self.jobs.close()
         await self.executor.stop()
@@ -57,7 +66,7 @@ async def bot_factory(
     monkeypatch.chdir(tmp_path)  # no stray .env
     running: list[RunningBot] = []
 
-    async def start(engine: Any = None, **overrides: Any) -> RunningBot:
+    async def start(engine: Any = None, *, web: bool = False, **overrides: Any) -> RunningBot:
         settings = load_settings(
             **{
                 "data_dir": tmp_path / "data",
@@ -65,6 +74,7 @@ async def bot_factory(
                 "preview_every": 2,
                 "preview_min_interval": 0.05,
                 "quota_per_day": 100,
+                "web_port": 0 if web else "off",
                 **overrides,
             }
         )
@@ -83,9 +93,11 @@ async def bot_factory(
             catalog = settings.catalog({settings.model_entries[0].name: engine.planner})
         jobs = job_service(settings, store, executor, catalog)
         bot = ImagineBot(settings, store, jobs, **FAST_BOT_OPTIONS)
+        item = RunningBot(bot, store, executor, jobs)
+        running.append(item)
+        await item.web.enter_async_context(web_side(settings, jobs, settings.data_dir, bot))
         await start_bot(bot, wait_for_commands=True)
-        running.append(RunningBot(bot, store, executor, jobs))
-        return running[-1]
+        return item
 
     yield start
     for item in running:

@@ -118,3 +118,78 @@ async def test_custom_zoom_in_a_modal_then_pan_an_upscale(
     await page.set_viewport_size({"width": 1280, "height": 1800})
     await page.locator("#messages").evaluate("box => { box.scrollTop = box.scrollHeight; }")
     await page.screenshot(path=str(tmp_path / "custom-zoom-and-pan.png"))
+
+
+async def test_the_gallery_in_a_browser_search_take_down_and_a_students_link(
+    mock_discord: Any, bot_factory: BotFactory, mock_page: Any
+) -> None:
+    """A grid made on the page appears in the gallery; search finds it by a word of its prompt; the moderator
+    takes it down and its Discord message changes; a student's link can't open another student's image."""
+    page = mock_page
+    running = await bot_factory(web=True)
+    await page.fill("#command", "/imagine a purple triangle on a yellow background --steps 2 --seed 4")
+    await page.press("#command", "Enter")
+    grid_message = page.locator("article.message", has=page.locator("button[data-custom-id^='ib:u:']"))
+    await grid_message.first.wait_for(timeout=60_000)
+    (job,) = await running.store.recent_jobs(mock_discord.guild_id, mock_discord.alice.id)
+
+    async def link_for(user: Any) -> str:
+        interaction = await mock_discord.send_command("gallery", user=user)
+        reply = await mock_discord.wait_for_response(interaction, lambda m: m.ephemeral, timeout=30)
+        found = re.search(r"(http://\S+/gallery\?t=[\w.-]+)", reply.content)
+        assert found, reply.content
+        return found[1]
+
+    browser = page.context.browser
+    teacher_context = await browser.new_context()
+    gallery = await teacher_context.new_page()
+    problems: list[str] = []
+    gallery.on("pageerror", lambda error: problems.append(str(error)))
+    gallery.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+    gallery.on("response", lambda r: problems.append(f"{r.status} {r.url}") if r.status == 404 else None)
+    try:
+        await gallery.goto(await link_for(mock_discord.moderator))
+        assert "?t=" not in gallery.url  # the token went into a cookie
+        card = gallery.locator(f"article.card[data-job='{job.id}']")
+        await card.wait_for(timeout=10_000)
+        thumb = card.locator("img")
+        await gallery.wait_for_function(
+            "img => img.complete && img.naturalWidth > 0", arg=await thumb.element_handle()
+        )
+        assert "a purple triangle" in await card.inner_text() and "Alice" in await card.inner_text()
+
+        await gallery.fill("input[name=q]", "otter")
+        await gallery.press("input[name=q]", "Enter")
+        await gallery.locator(".empty").wait_for(timeout=10_000)
+        await gallery.fill("input[name=q]", "triangles")
+        await gallery.press("input[name=q]", "Enter")
+        await card.wait_for(timeout=10_000)
+        assert await gallery.locator("article.card").count() == 1
+
+        # Bob's link, in his own browser: his gallery, but not Alice's image
+        bob_context = await browser.new_context()
+        try:
+            bob = await bob_context.new_page()
+            await bob.goto(await link_for(mock_discord.bob))
+            assert "Your images" in await bob.locator("h1").inner_text()
+            assert await bob.locator("article.card").count() == 0
+            for path in (f"/gallery/jobs/{job.id}", f"/gallery/jobs/{job.id}/grid.png"):
+                answer = await bob.goto(running.web_url + path)
+                assert answer is not None and answer.status == 403, path
+        finally:
+            await bob_context.close()
+
+        await card.locator("button", has_text="Take down").click()
+        await card.wait_for(state="detached", timeout=10_000)
+        assert await gallery.locator(".empty").count() == 1
+        # the Discord message changed on the local Discord's page
+        notice = page.locator("article.message", has_text="was taken down by a moderator")
+        await notice.wait_for(timeout=30_000)
+        assert await notice.locator("img").count() == 0
+        assert await notice.locator("button[data-custom-id^='ib:']").count() == 0
+        await gallery.goto(running.web_url + "/gallery/removed")
+        await gallery.locator(f"article.card[data-job='{job.id}'] button", has_text="Undo").wait_for()
+        await gallery.screenshot(path=str(Path(running.store.data_dir) / "gallery-removed.png"))
+        assert problems == []
+    finally:
+        await teacher_context.close()

@@ -18,7 +18,7 @@ from imaginebot.delivery import JobView, Waiting, Working
 from imaginebot.engine.api import GenerateSpec
 from imaginebot.jobs import defaults_for
 from imaginebot.params import RequestDefaults, parse
-from imaginebot.store_models import Job, JobKind, JobStatus, UserSettings
+from imaginebot.store_models import Job, JobKind, JobStatus, Review, UserSettings
 
 
 def make_job(**changes: object) -> Job:
@@ -197,3 +197,19 @@ def test_interaction_tokens_never_reach_the_log() -> None:
     assert "s3cret" not in text and "/webhooks/123/<token>/messages/@original" in text
     callback = "/api/v10/interactions/456/aW50ZXJhY3Rpb24.s3cret/callback"
     assert "s3cret" not in describe_error(aiohttp.ClientConnectionError(callback))
+
+
+def test_a_job_under_review_says_which_images_wait_and_is_a_spoiler() -> None:
+    images = ("t0", "t1", "t2", "t3")
+    waiting = make_job(images=images, flagged=(1, 3), review=Review.WAITING)
+    text = render.final(JobView(waiting))
+    assert "🛡️ Images 2, 4 were flagged by the safety checker: blurred until a moderator reviews them." in text
+    assert render.is_spoiler(waiting)
+    single = make_job(images=("t0",), flagged=(0,), review=Review.WAITING, kind=JobKind.UPSCALE)
+    assert "This image was flagged by the safety checker" in render.final(JobView(single))
+    released = replace(waiting, review=Review.RELEASED)
+    assert "flagged" not in render.final(JobView(released)) and not render.is_spoiler(released)
+    removed = replace(waiting, review=Review.REMOVED, hidden_at=datetime.now(UTC))  # a removal takes it down
+    assert render.taken_down(JobView(removed)) == "🚫 An image by <@7> was taken down by a moderator."
+    assert job_buttons(removed).children == []
+    assert len(job_buttons(waiting).children) == 9  # U/V on a held-back tile say why when pressed

@@ -1,7 +1,8 @@
 """A small real discord.py bot for the local Discord's tests (the real cogs are tested in tests/cogs).
 
 ``/imagine prompt`` defers, edits in a preview image, then the final image with buttons and a
-select menu; ``/quota set user images`` is a moderator subcommand; clicks and selects are recorded.
+select menu (the image as a spoiler when the prompt says "spoiler"); ``/quota set user images`` is a
+moderator subcommand; clicks and selects are recorded.
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ class EchoBot(commands.Bot):
             await interaction.response.defer()
             preview = discord.File(io.BytesIO(PREVIEW_PNG), "preview.png")
             await interaction.edit_original_response(content=f"**{prompt}** (preview)", attachments=[preview])
-            final = discord.File(io.BytesIO(FINAL_PNG), "grid.png")
+            # "spoiler" in the prompt: the grid as a spoiler, as the bot posts an image a checker flagged
+            final = discord.File(io.BytesIO(FINAL_PNG), "grid.png", spoiler="spoiler" in prompt)
             await interaction.edit_original_response(
                 content=f"**{prompt}**", attachments=[final], view=ResultView(self.seen)
             )

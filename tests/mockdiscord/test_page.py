@@ -48,6 +48,21 @@ async def test_imagine_then_click_a_button(page, mock_discord: MockDiscord, test
     await page.locator("article.message", has_text="rerolled by alice").wait_for(timeout=5000)
     assert await page.locator("article.message.ephemeral").count() == 0
 
+    # a spoiler (a file named SPOILER_…) shows blurred under a label until clicked, as in Discord
+    await page.fill("#command", "/imagine a spoiler")
+    await page.press("#command", "Enter")
+    spoiler = page.locator("article.message .spoiler", has=page.locator("img[alt='SPOILER_grid.png']"))
+    await spoiler.wait_for(timeout=5000)
+    image = spoiler.locator("img")
+    assert "blur" in await image.evaluate("img => getComputedStyle(img).filter")
+    assert await spoiler.locator(".spoiler-label").inner_text() == "SPOILER"
+    await spoiler.click()
+    assert await image.evaluate("img => getComputedStyle(img).filter") == "none"
+    assert await spoiler.locator(".spoiler-label").is_hidden()
+    assert test_bot.last_interaction is not None  # and a bot reading the message sees Discord's flag
+    [attachment] = (await test_bot.last_interaction.original_response()).attachments
+    assert attachment.flags.spoiler and attachment.is_spoiler()
+
 
 async def test_select_moderator_command_and_delete(
     page, mock_discord: MockDiscord, test_bot: EchoBot

@@ -295,6 +295,17 @@ function renderEmbed(embed) {
     embed.footer ? el("div", { class: "edited" }, embed.footer.text) : null);
 }
 
+// A spoiler (a file named SPOILER_…, flag 1 << 3) shows blurred under a SPOILER label until clicked, as
+// in Discord; the click reveals it for this page only.
+function renderAttachment(a) {
+  if (!(a.content_type || "").startsWith("image/")) return el("a", { href: a.url, download: a.filename }, `📎 ${a.filename}`);
+  const image = el("img", { src: a.url, alt: a.filename, title: a.filename });
+  if (!((a.flags || 0) & 8)) return image;
+  const box = el("div", { class: "spoiler", title: "Spoiler: click to reveal" }, image, el("span", { class: "spoiler-label" }, "SPOILER"));
+  box.addEventListener("click", () => box.classList.add("revealed"), { once: true });
+  return box;
+}
+
 function renderMessage(message) {
   const loading = (message.flags & 128) !== 0;
   const ephemeral = (message.flags & 64) !== 0;
@@ -304,9 +315,7 @@ function renderMessage(message) {
     message.edited_timestamp ? el("span", { class: "edited" }, " (edited)") : null,
     loading ? el("div", { class: "loading" }, `${message.author_name} is thinking…`) : null,
     message.content ? el("div", { class: "content" }, renderMarkdown(message.content)) : null,
-    el("div", { class: "attachments" }, message.attachments.map((a) => (a.content_type || "").startsWith("image/")
-      ? el("img", { src: a.url, alt: a.filename, title: a.filename })
-      : el("a", { href: a.url, download: a.filename }, `📎 ${a.filename}`))),
+    el("div", { class: "attachments" }, message.attachments.map(renderAttachment)),
     message.embeds.map(renderEmbed),
     message.components.map((row) => el("div", { class: "row" }, row.components.map((c) => renderComponent(message, c)))),
     ephemeral ? el("div", { class: "eph-note" }, "Only you can see this") : null,

@@ -1,4 +1,4 @@
--- 0006: the rest of the prompt language. A multi-prompt's parts (JSON [["a castle", 0.4], ["fog", -0.2]],
+-- 0009: the rest of the prompt language. A multi-prompt's parts (JSON [["a castle", 0.4], ["fog", -0.2]],
 -- the weights normalised; '[]' for a one-part prompt, which is the prompt column alone), --chaos (0-100) and
 -- --stop (the percentage of the steps that ran). --q needs no column: it is in the steps.
 

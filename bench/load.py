@@ -4,6 +4,7 @@
     .venv/bin/python bench/load.py --users 20 --tiny-random --steps 6
     .venv/bin/python bench/load.py --only batched       # one run, no comparison
     .venv/bin/python bench/load.py --ray --workers 2    # the bot's workers on a Ray cluster
+    .venv/bin/python bench/load.py --compare mix --mix 0.5   # half the crowd sends multi-prompts
 
 The same crowd runs twice, each time against a fresh local Discord, a fresh bot and a fresh data dir: once
 one job at a time (``IMAGINEBOT_BATCH_CAPACITY=1``), once batched (the bot's default capacity, or
@@ -21,6 +22,12 @@ two runs:
 ``ray start --head`` cluster on 127.0.0.1 for the whole benchmark, the bot joining it with
 ``IMAGINEBOT_RAY_ADDRESS`` and ``IMAGINEBOT_RAY_WORKERS``. The crowd is sent once every worker has loaded
 the model, and the peak memory is that of the bot and its worker processes (not the cluster's own).
+
+``--compare mix``: both runs batched, once with plain prompts only and once with ``--mix`` of the crowd (0.5
+by default, spread evenly) sending a three-part multi-prompt in their place (two positive parts and a negative
+one: four UNet rows per image against a plain prompt's two). The parts of a multi-prompt are rows of the same
+batched UNet calls as everyone else's jobs, so the mixed crowd's throughput falls by no more than its extra
+rows say; the last line gives the throughput ratio, mixed against plain, beside that share of rows.
 
 Exits non-zero if, in either run, a job was lost or an acknowledgement took 3 s or more.
 """
@@ -127,11 +134,28 @@ async def wait_for_workers(bot: asyncio.subprocess.Process, workers: dict[str, i
         await asyncio.sleep(0.2)
 
 
+def prompt_of(i: int, mix: float) -> str:
+    """Student ``i``'s prompt: a multi-prompt for a ``mix`` share of the crowd, spread evenly, else plain."""
+    if int((i + 1) * mix) > int(i * mix):
+        return f"a red circle on a blue background:: number {i}::0.5 blur::-0.5"
+    return f"a red circle on a blue background, number {i}"
+
+
+def rows_per_image(mix: float) -> float:
+    """UNet rows per image of the crowd, on average: a plain prompt's two (CFG), a multi-prompt's four."""
+    return 2 * (1 - mix) + 4 * mix
+
+
 async def run_crowd(
-    args: argparse.Namespace, label: str, capacity: int | None, model: str, ray_address: str | None
+    args: argparse.Namespace,
+    label: str,
+    capacity: int | None,
+    model: str,
+    ray_address: str | None,
+    mix: float = 0.0,
 ) -> RunResult:
     """Send the crowd to a fresh bot with ``capacity`` samples per UNet call (None: the bot's default), its
-    workers on the Ray cluster at ``ray_address`` if given."""
+    workers on the Ray cluster at ``ray_address`` if given; ``mix``: the share sending multi-prompts."""
     workdir = Path(tempfile.mkdtemp(prefix=f"imaginebot-load-{label.replace(' ', '-')}-"))
     async with run_mock_discord(rate_limits=True) as server:
         users = [server.add_user(f"student{i:03d}") for i in range(args.users)]
@@ -198,7 +222,7 @@ async def run_crowd(
             async def send(i: int) -> None:
                 sent = time.monotonic()
                 interaction = await server.send_command(
-                    "imagine", {"prompt": f"a red circle on a blue background, number {i}"}, user=users[i]
+                    "imagine", {"prompt": prompt_of(i, mix)}, user=users[i]
                 )
                 timings[id(interaction)] = Timing(sent=sent)
 
@@ -228,9 +252,10 @@ async def run_crowd(
     )
     throughput = len(done) / span if done else 0.0
     shown = "the bot's default" if capacity is None else str(capacity)
+    multi = sum(prompt_of(i, mix) != prompt_of(i, 0.0) for i in range(args.users))
     print(
-        f"[{label}] users {args.users}, steps {args.steps}, model {model or 'embedded'}, "
-        f"capacity {shown}, wall {wall:.1f} s"
+        f"[{label}] users {args.users} ({multi} multi-prompts), steps {args.steps}, "
+        f"model {model or 'embedded'}, capacity {shown}, wall {wall:.1f} s"
     )
     print(f"[{label}] " + summary("ack latency", acks))
     print(f"[{label}] " + summary("time to first preview", previews))
@@ -267,7 +292,10 @@ async def main(args: argparse.Namespace) -> int:
 
         workdir = Path(tempfile.mkdtemp(prefix="imaginebot-load-model-"))
         model = str(save_sd(tiny_sd(seed=0), workdir / "model"))
-    runs = {"single": ("one at a time", 1), "batched": ("batched", args.capacity)}
+    runs = {"single": ("one at a time", 1, args.mix), "batched": ("batched", args.capacity, args.mix)}
+    if args.compare == "mix":
+        mixed = f"batched, {round(100 * args.mix)}% multi-prompts"
+        runs = {"plain": ("batched, plain", args.capacity, 0.0), "mixed": (mixed, args.capacity, args.mix)}
     if args.only:
         runs = {args.only: runs[args.only]}
     with contextlib.ExitStack() as stack:
@@ -278,10 +306,19 @@ async def main(args: argparse.Namespace) -> int:
             address = stack.enter_context(local_head(cpus=max(2, args.workers)))
         where = f" on {args.workers} Ray workers" if args.ray else ""
         results = {
-            key: await run_crowd(args, label + where, capacity, model, address)
-            for key, (label, capacity) in runs.items()
+            key: await run_crowd(args, label + where, capacity, model, address, mix)
+            for key, (label, capacity, mix) in runs.items()
         }
-    if len(results) == 2:
+    if len(results) == 2 and args.compare == "mix":
+        plain, mixed = results["plain"], results["mixed"]
+        rows = rows_per_image(args.mix) / rows_per_image(0.0)
+        throughput = ratio(mixed.throughput, plain.throughput)
+        print(
+            f"multi-prompts vs plain, both batched: throughput ratio {throughput:.2f}"
+            f" for {rows:.2f}x the UNet rows per image (the rows' share alone would give {1 / rows:.2f}), "
+            f"grid p99 ratio {ratio(mixed.grid_p99, plain.grid_p99):.2f}"
+        )
+    elif len(results) == 2:
         single, batched = results["single"], results["batched"]
         print(
             f"peak memory: one at a time {single.peak_memory / 2**20:.0f} MiB RSS, "
@@ -307,7 +344,18 @@ if __name__ == "__main__":
         "--capacity", type=int, default=None, help="samples per UNet call when batched (default: the bot's)"
     )
     parser.add_argument(
-        "--only", choices=("single", "batched"), help="run one side only (no comparison line)"
+        "--compare",
+        choices=("batching", "mix"),
+        default="batching",
+        help="batching: one at a time against batched; mix: plain prompts against --mix multi-prompts",
+    )
+    parser.add_argument(
+        "--mix", type=float, default=None, help="share of the crowd sending multi-prompts (0-1; mix: 0.5)"
+    )
+    parser.add_argument(
+        "--only",
+        choices=("single", "batched", "plain", "mixed"),
+        help="run one side only (no comparison line)",
     )
     parser.add_argument("--ray", action="store_true", help="the bot's workers on a local Ray cluster")
     parser.add_argument("--workers", type=int, help="Ray workers, one CPU each (default 2; with --ray)")
@@ -317,4 +365,11 @@ if __name__ == "__main__":
     if args.workers is not None and not args.ray:
         parser.error("--workers needs --ray")
     args.workers = args.workers or 2
+    if args.mix is None:
+        args.mix = 0.5 if args.compare == "mix" else 0.0
+    if not 0.0 <= args.mix <= 1.0:
+        parser.error("--mix is a share of the crowd, from 0 to 1")
+    sides = {"batching": ("single", "batched"), "mix": ("plain", "mixed")}[args.compare]
+    if args.only and args.only not in sides:
+        parser.error(f"--only with --compare {args.compare} is one of: {', '.join(sides)}")
     sys.exit(asyncio.run(main(args)))

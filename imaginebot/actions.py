@@ -190,7 +190,8 @@ class Recipes:
         seed = parent.spec.seeds[index]
         # The footer's /imagine text makes exactly this tile again: tile 0 of its own seed.
         request = replace(parse(parent.prompt_text), seed=seed, images=1)
-        spec = replace(parent.spec, seeds=(seed,), strength=None)
+        # the parts and the chaos stay the tile's; a --stop tile is refined to the end of the upscale's steps
+        spec = replace(parent.spec, seeds=(seed,), strength=None, stop=100)
         return Recipe(JobKind.UPSCALE, str(request), spec, parent.id, index)
 
     async def _vary(self, parent: Job, tile: int, tweak: Tweak) -> Recipe:

@@ -1,10 +1,12 @@
 """The /imagine prompt language: turn the text of the ``prompt`` option into a typed request.
 
     a watercolor otter --ar 3:2 --no blur, text --steps 25 --seed 42
+    a castle:: in the clouds::2 fog::-0.5 --chaos 40 --stop 80 --q .5
 
 Flags may stand anywhere in the text, in any letter case, as ``--flag value`` or ``--flag=value``, with
 quoted values, and with the em-dash ``—`` or en-dash ``–`` that phones type in place of ``--``. What is
-left once the flags are taken out is the prompt. ``str(request)`` gives back canonical /imagine text that
+left once the flags are taken out is the prompt, in weighted parts where it has ``::``
+(``imaginebot.prompt_parts``). ``str(request)`` gives back canonical /imagine text that
 parses to the same request (the 🔄 button and the message footer use it).
 
 The scanner is written by hand: ``shlex`` would choke on the apostrophes of ordinary prose ("a cat's
@@ -24,6 +26,7 @@ from enum import StrEnum
 from fractions import Fraction
 from typing import Final
 
+from imaginebot import prompt_parts
 from imaginebot.engine.api import DEFAULT_SAMPLER, SAMPLERS, GenerateSpec
 from imaginebot.engine.lora_files import MAX_LORA_WEIGHT, MIN_LORA_WEIGHT
 from imaginebot.errors import ParamError
@@ -38,6 +41,9 @@ DEFAULT_IMAGE_WEIGHT: Final = 1.0
 LORA_WEIGHT_RANGE: Final = (MIN_LORA_WEIGHT, MAX_LORA_WEIGHT)  # --lora name:weight
 DEFAULT_LORA_WEIGHT: Final = 1.0
 MAX_LORAS: Final = 4  # LoRAs in one prompt
+CHAOS_RANGE: Final = (0, 100)  # --chaos, as Midjourney's
+STOP_RANGE: Final = (10, 100)  # --stop: the percentage of the steps that run
+QUALITIES: Final = (0.25, 0.5, 1.0)  # --q: the fraction of the steps that run
 REPEAT_RANGE: Final = (1, 10)  # --repeat: jobs of one prompt
 
 
@@ -100,12 +106,25 @@ class ImagineRequest:
     image_weight: float | None = None  # --iw: how much an image prompt counts (None: not given)
     model: str = ""  # --model: which of the bot's models draws it ("": the only one)
     loras: tuple[tuple[str, float], ...] = ()  # --lora name:weight, in the order given
+    chaos: int = 0  # --chaos: how far apart the grid's images are (0: as they always were)
+    stop: int = 100  # --stop: the percentage of the steps that run
+    quality: float = 1.0  # --q: the fraction of --steps in the schedule
     repeat: int = 1  # --repeat: this many jobs, each with its own seed (the job service splits them)
     speed: Speed | None = None  # --fast / --relax (None: the user's /settings)
 
     @property
     def negative_prompt(self) -> str:
         return ", ".join(self.negative)
+
+    @property
+    def parts(self) -> tuple[prompt_parts.Part, ...]:
+        """The prompt's weighted parts (one for a prompt without ``::``), weights as written."""
+        return prompt_parts.split(self.prompt)
+
+    @property
+    def scheduled_steps(self) -> int:
+        """The steps of the schedule: --steps times --q, at least one."""
+        return max(1, math.ceil(self.steps * self.quality))
 
     def tile_seeds(self) -> tuple[int, ...]:
         """Tile *i* of seed *s* is made from seed ``s + i`` alone, so it can be re-made by itself."""
@@ -119,12 +138,15 @@ class ImagineRequest:
         """What the engine runs for this request: the one place a request becomes an engine spec.
         ``image_prompt``: the pictures start from an image, as much as --iw says."""
         width, height = self.size(native_side)
+        parts = self.parts
         return GenerateSpec(
             prompt=self.prompt,
             negative_prompt=self.negative_prompt,
+            # a multi-prompt: its parts, normalised; one part is the prompt itself, run as it always was
+            parts=prompt_parts.normalised(parts) if len(parts) > 1 else (),
             width=width,
             height=height,
-            num_inference_steps=self.steps,
+            num_inference_steps=self.scheduled_steps,
             guidance_scale=self.cfg,
             sampler=self.sampler,
             seeds=self.tile_seeds(),
@@ -132,6 +154,8 @@ class ImagineRequest:
             strength=self.image_strength() if image_prompt else None,
             model=self.model,
             loras=self.loras,
+            chaos=self.chaos,
+            stop=self.stop,
         )
 
     def image_strength(self) -> float:
@@ -161,6 +185,12 @@ class ImagineRequest:
         if self.model:
             parts.append(f"--model {self.model}")
         parts += [f"--lora {name}:{_format_float(weight)}" for name, weight in self.loras]
+        if self.chaos:
+            parts.append(f"--chaos {self.chaos}")
+        if self.stop != STOP_RANGE[1]:
+            parts.append(f"--stop {self.stop}")
+        if self.quality != 1.0:
+            parts.append(f"--q {_format_float(self.quality)}")
         if self.repeat > 1:
             parts.append(f"--repeat {self.repeat}")
         if self.speed is not None:
@@ -379,6 +409,16 @@ def _lora(flag: _Flag, value: str, names: Collection[str] | None) -> tuple[str, 
     return name.strip(), weight
 
 
+def _quality(flag: _Flag, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if number not in QUALITIES:
+        raise ParamError(f"{flag.typed} must be {_EXPECTS['quality']}, not '{value}'.")
+    return number
+
+
 def _negative_terms(value: str) -> list[str]:
     terms = (term.strip().strip(_QUOTE_CHARS).strip() for term in value.split(","))
     return [" ".join(term.split()) for term in terms if term.strip(_QUOTE_CHARS).strip()]
@@ -400,6 +440,11 @@ _FLAG_ALIASES: Final[dict[str, str]] = {
     "iw": "iw",
     "model": "model",
     "lora": "lora",
+    "chaos": "chaos",
+    "c": "chaos",
+    "stop": "stop",
+    "q": "quality",
+    "quality": "quality",
     "repeat": "repeat",
     "r": "repeat",
     "fast": "fast",
@@ -420,6 +465,9 @@ _EXPECTS: Final[dict[str, str]] = {
     "model": "the name of one of the bot's models (/models lists them)",
     "lora": f"a LoRA's name and a weight from {LORA_WEIGHT_RANGE[0]:g} to {LORA_WEIGHT_RANGE[1]:g}, "
     "like --lora pixel_art:0.8",
+    "chaos": f"a whole number from {CHAOS_RANGE[0]} to {CHAOS_RANGE[1]}",
+    "stop": f"a whole number from {STOP_RANGE[0]} to {STOP_RANGE[1]} (a percentage of the steps)",
+    "quality": "one of .25, .5 or 1 (the fraction of the steps to run)",
     "repeat": f"a whole number from {REPEAT_RANGE[0]} to {REPEAT_RANGE[1]}",
 }
 
@@ -504,6 +552,11 @@ def parse(
             raise ParamError(f"{flag.typed} needs a value: {_EXPECTS[flag.name]}.")
         value = flag.value.strip()
         if flag.name == "no":
+            if prompt_parts.SEPARATOR in value:
+                raise ParamError(
+                    f"{flag.typed} takes plain words, like --no fog, rain. To weigh what to keep out, make "
+                    "it a part of the prompt with a negative weight: a castle:: fog::-0.5."
+                )
             negative += [term for term in _negative_terms(value) if term not in negative]
             continue
         if flag.name == "lora":
@@ -527,13 +580,33 @@ def parse(
                 request = replace(request, images=_int_in(flag, value, *IMAGES_RANGE))
             case "iw":
                 request = replace(request, image_weight=_float_in(flag, value, *IMAGE_WEIGHT_RANGE))
+            case "chaos":
+                request = replace(request, chaos=_int_in(flag, value, *CHAOS_RANGE))
+            case "stop":
+                request = replace(request, stop=_int_in(flag, value, *STOP_RANGE))
+            case "quality":
+                request = replace(request, quality=_quality(flag, value))
             case "repeat":
                 request = replace(request, repeat=_int_in(flag, value, *REPEAT_RANGE))
     if not scan.prompt:
         raise ParamError("The prompt is empty: describe the picture before or after the flags.")
+    request = replace(request, prompt=_prompt_of_parts(scan.prompt))
     if "seed" not in given:
         request = replace(request, seed=(rng or random.SystemRandom()).randint(*SEED_RANGE))
     return replace(request, negative=tuple(negative), cfg=float(request.cfg), loras=_checked_loras(loras))
+
+
+def _prompt_of_parts(prompt: str) -> str:
+    """The prompt's weighted parts, written back canonically. A word glued to '::' is no flag ("--chaos::"),
+    but one part is written without its '::', and the word would read as a flag in the footer."""
+    canonical = prompt_parts.canonical(prompt_parts.split(prompt))
+    flag = _FLAG.search(canonical)
+    if flag is not None:
+        raise ParamError(
+            f"'{flag.group()}' next to '::' looks like a flag. Flags go after a space, outside the parts: "
+            f"{prompt_parts.EXAMPLE} --chaos 20."
+        )
+    return canonical
 
 
 def _latest(flags: list[_Flag]) -> list[_Flag]:

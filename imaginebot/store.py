@@ -65,6 +65,8 @@ _SPEC_COLUMNS = {
     "strength": "strength",
     "tile": "tile",
     "model": "model",
+    "chaos": "chaos",
+    "stop": "stop",
 }
 _REFUNDED = (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED)
 
@@ -92,6 +94,7 @@ def _job(row: aiosqlite.Row) -> Job:
         **{field: d.pop(column) for column, field in _SPEC_COLUMNS.items()},
         seeds=tuple(json.loads(d.pop("seeds"))),
         loras=tuple((str(name), float(weight)) for name, weight in json.loads(d.pop("loras"))),
+        parts=tuple((str(text), float(weight)) for text, weight in json.loads(d.pop("parts"))),
     )
     d.update(
         kind=JobKind(d["kind"]),
@@ -335,12 +338,14 @@ class Store(HabitsStore):
         cursor = await db.execute(
             "INSERT INTO jobs (user_id, guild_id, channel_id, message_id, kind, parent_id, tile_index,"
             " prompt_text, prompt, negative_prompt, steps, cfg, sampler, width, height, seeds, strength,"
-            " tile, model, loras, edit, source, relax, charged, charged_day, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " tile, model, loras, parts, chaos, stop, edit, source, relax, charged, charged_day, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+            " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (new.user_id, new.guild_id, new.channel_id, new.message_id, new.kind.value, new.parent_id,
              new.tile_index, new.prompt_text, s.prompt, s.negative_prompt, s.num_inference_steps,
              s.guidance_scale, s.sampler, s.width, s.height, json.dumps(list(s.seeds)), s.strength,
              s.tile, s.model, json.dumps([list(lora) for lora in s.loras]),
+             json.dumps([list(part) for part in s.parts]), s.chaos, s.stop,
              None if new.edit is None else new.edit.to_json(), new.source,
              relax, needed, day, now.isoformat()),
         )  # fmt: skip

@@ -101,7 +101,7 @@ def test_valid(text: str, fields: dict[str, object]) -> None:
 INVALID = [
     ("an otter --stpes 20", ["--stpes", "Did you mean --steps?"]),
     ("an otter --sed 20", ["Unknown flag --sed", "--seed"]),
-    ("an otter --quality 2", ["Unknown flag --quality", "--steps"]),
+    ("an otter --qualty 2", ["Unknown flag --qualty", "Did you mean --quality?"]),
     ("an otter —stepz 20", ["Unknown flag --stepz", "Did you mean --steps?"]),
     ("an otter --steps", ["--steps needs a value", "1 to 150"]),
     ("an otter --steps --cfg 3", ["--steps needs a value"]),

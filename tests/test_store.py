@@ -342,3 +342,29 @@ async def test_models_and_loras_round_trip_and_older_jobs_get_the_default(tmp_pa
         assert again.spec.loras == (("pixel_art", 0.8), ("ink", 1.5))
         await s.save_settings(ALICE, UserSettings(model="turbo", steps=4))
         assert await s.get_settings(ALICE) == UserSettings(model="turbo", steps=4)
+
+
+async def test_a_multi_prompts_parts_chaos_and_stop_round_trip(tmp_path: Path) -> None:
+    """0006: a job keeps its parts, chaos and stop (what re-makes it); older jobs are one part, chaos 0,
+    every step."""
+    with sqlite3.connect(tmp_path / DB_NAME) as db:
+        db.execute("PRAGMA foreign_keys = ON")
+        for version, name, script in migrations():
+            if name.endswith("_prompt_parts.sql"):
+                break
+            db.executescript(script)
+            db.execute(f"PRAGMA user_version = {version}")
+        db.execute(
+            "INSERT INTO jobs (user_id, guild_id, channel_id, kind, prompt_text, prompt, steps, cfg, sampler,"
+            " width, height, seeds, charged_day, created_at) VALUES (1, 10, 5, 'imagine', 'x', 'x', 20, 7.0,"
+            " 'euler_a', 512, 512, '[1]', '2024-05-01', '2024-05-01T00:00:00+00:00')"
+        )
+        db.commit()
+    async with await Store.open(tmp_path) as s:
+        old = await s.get_job(1)
+        assert old is not None and (old.spec.parts, old.spec.chaos, old.spec.stop) == ((), 0, 100)
+        parts = (("a castle", 1 / 3), ("in the clouds", 2 / 3), ("fog", -1 / 6))
+        spec = replace(new_job().spec, prompt="a castle::1 in the clouds::2 fog::-0.5", parts=parts)
+        job = await s.reserve_job(replace(new_job(), spec=replace(spec, chaos=40, stop=70)))
+        again = await s.get_job(job.id)
+        assert again is not None and again.spec == replace(spec, chaos=40, stop=70)

@@ -49,6 +49,17 @@ class GenerateSpec:
     # LoRAs applied to this job alone, as (name, weight): a name is a file's stem in the engine's LoRA
     # folder, the weight 0-2. Jobs with different LoRA sets never share a UNet call.
     loras: tuple[tuple[str, float], ...] = ()
+    # --chaos 0-100: how far apart the tiles' starting noise and text conditioning are drawn, each tile's from
+    # its own seed and the chaos alone (0: exactly as without it)
+    chaos: int = 0
+    # --stop 10-100: the percentage of the steps that run; the images are the model's prediction of the
+    # clean picture at the last of them (100: every step, as without it)
+    stop: int = 100
+    # A multi-prompt's parts as (text, weight), the weights normalised so that the positive ones add up to 1
+    # (``imaginebot.prompt_parts``): composable diffusion, one noise prediction per part in the same UNet
+    # call (``planning.Layout``). Empty: one part, ``prompt`` itself, run as it always was. With parts,
+    # ``prompt`` is their text as the user sees it ("a castle::1 fog::-0.5") and the engine reads the parts.
+    parts: tuple[tuple[str, float], ...] = ()
 
     @property
     def num_images(self) -> int:

@@ -22,7 +22,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-from imaginebot.engine import spatial
+from imaginebot.engine import compose, spatial
 from imaginebot.engine._types import Scheduler, UNet, Vae
 from imaginebot.engine.api import (
     SAMPLERS,
@@ -37,7 +37,7 @@ from imaginebot.engine.api import (
 from imaginebot.engine.canvas import keep_weights
 from imaginebot.engine.devices import free_memory, resolve_device, resolve_dtype
 from imaginebot.engine.lora import LoraFolder, Loras
-from imaginebot.engine.planning import Planner, img2img_steps, strength
+from imaginebot.engine.planning import Planner, img2img_steps, stopped_steps, strength
 from imaginebot.engine.preview import (
     LatentRGB,
     PreviewWorker,
@@ -293,8 +293,12 @@ class DiffusionEngine:
         # Tile i comes from its own CPU generator: a seed makes the same tile on any device, alone or not.
         generator = [torch.Generator().manual_seed(seed) for seed in spec.seeds]
 
-        # 1. encode the prompt and the negative prompt (the unconditional branch of CFG)
+        # 1. encode the prompt (or a multi-prompt's parts) and the negative prompt (the unconditional branch
+        # of CFG); --chaos moves each tile's reading of the prompt
         cond = self.prompts.encode(spec, batch_size, do_classifier_free_guidance)
+        cond.prompt_embeds = compose.spread_conditioning(
+            cond.prompt_embeds, cond.layout, spec.seeds, spec.chaos
+        )
         prompt_embeds = cond.prompt_embeds
 
         # 2. a fresh scheduler for this job, and its timesteps
@@ -320,6 +324,7 @@ class DiffusionEngine:
             latents = randn_tensor(
                 latent_shape, generator=generator, device=self.device, dtype=prompt_embeds.dtype
             )
+            latents = compose.spread_noise(latents, spec.seeds, spec.chaos)  # --chaos: tiles further apart
             latents = latents * scheduler.init_noise_sigma
         else:
             with spatial.circular(self._vae_convs if spec.tile else ()):
@@ -333,8 +338,9 @@ class DiffusionEngine:
             mask = spatial.latent_mask(spec.mask_image, self.vae_scale_factor).to(self.device, self.dtype)
             masked = _Masked(mask, init_latents, noise)
 
+        steps = stopped_steps(len(timesteps), spec.stop)  # --stop: the first part of the schedule
         return _State(
-            plan=dataclasses.replace(plan, steps=len(timesteps)),
+            plan=dataclasses.replace(plan, steps=steps),
             spec=spec,
             do_cfg=do_classifier_free_guidance,
             cond=cond,
@@ -343,7 +349,11 @@ class DiffusionEngine:
             step_kwargs=step_kwargs(scheduler, generator),
             latents=latents,
             masked=masked,
-            alpha_bars=alpha_bars(scheduler, timesteps, begin_index) if on_preview is not None else [],
+            alpha_bars=(
+                alpha_bars(scheduler, timesteps, begin_index)
+                if on_preview is not None or steps < len(timesteps)
+                else []
+            ),
             on_preview=on_preview,
             preview_every=preview_every,
         )
@@ -355,7 +365,8 @@ class DiffusionEngine:
         for job in jobs:
             t = job.timesteps[job.steps_done]
             x = job.scheduler.scale_model_input(job.latents, t)
-            rows.append(torch.cat([x] * 2) if job.do_cfg else x)
+            blocks = job.cond.layout.blocks  # with CFG: [negative | prompt], or a multi-prompt's parts
+            rows.append(torch.cat([x] * blocks) if blocks > 1 else x)
             # the UNet turns timesteps into float32 for its embedding, so float32 here changes nothing
             timesteps.append(t.to(torch.float32).reshape(1).expand(rows[-1].shape[0]))
         added_cond_kwargs = None
@@ -380,15 +391,21 @@ class DiffusionEngine:
         offset = 0
         for job, row in zip(jobs, rows, strict=True):
             pred, offset = noise_pred[offset : offset + len(row)], offset + len(row)
-            if job.do_cfg:
+            if job.cond.layout.composed:  # several parts: composable diffusion
+                pred = compose.combine(pred, job.cond.layout, job.spec.guidance_scale)
+            elif job.do_cfg:
                 noise_pred_uncond, noise_pred_text = pred.chunk(2)
                 # move away from the negative prompt, toward the prompt, by guidance_scale
                 pred = noise_pred_uncond + job.spec.guidance_scale * (noise_pred_text - noise_pred_uncond)
             i, t = job.steps_done, job.timesteps[job.steps_done]
             if job.on_preview is not None and (i + 1) % job.preview_every == 0 and i + 1 < job.plan.steps:
                 self._preview(row[: job.spec.num_images], pred, job)
-            # x_t -> x_t-1
-            job.latents = job.scheduler.step(pred, t, job.latents, **job.step_kwargs, return_dict=False)[0]
+            if i + 1 == job.plan.steps and job.plan.steps < len(job.timesteps):
+                # --stop: the last step run gives the model's prediction of the clean latents
+                job.latents = self._predicted_x0(row[: job.spec.num_images], pred, job)
+            else:  # x_t -> x_t-1
+                stepped = job.scheduler.step(pred, t, job.latents, **job.step_kwargs, return_dict=False)
+                job.latents = stepped[0]
             if job.masked is not None:
                 job.latents = self._blend_kept(job)
             job.steps_done += 1
@@ -474,10 +491,15 @@ class DiffusionEngine:
         std = torch.tensor(self.vae.config.latents_std).view(1, channels, 1, 1).to(like.device, like.dtype)
         return mean, std
 
+    def _predicted_x0(
+        self, latent_model_input: torch.Tensor, noise_pred: torch.Tensor, job: _State
+    ) -> torch.Tensor:
+        prediction_type = self.scheduler_config.get("prediction_type", "epsilon")
+        return predict_x0(latent_model_input, noise_pred, job.alpha_bars[job.steps_done], prediction_type)
+
     def _preview(self, latent_model_input: torch.Tensor, noise_pred: torch.Tensor, job: _State) -> None:
         assert job.on_preview is not None
-        prediction_type = self.scheduler_config.get("prediction_type", "epsilon")
-        x0 = predict_x0(latent_model_input, noise_pred, job.alpha_bars[job.steps_done], prediction_type)
+        x0 = self._predicted_x0(latent_model_input, noise_pred, job)
         pixels = latents_to_pixels(x0, self.latent_rgb)
         tile_size = preview_tile_size(job.spec.width, job.spec.height, pixels.shape[2], pixels.shape[1])
         step, total = job.steps_done + 1, job.plan.steps
@@ -512,6 +534,10 @@ class DiffusionEngine:
             raise ParamError("a mask needs the image it masks, both of the size of the picture to make")
         if preview_every < 1:
             raise ParamError(f"preview_every must be at least 1, got {preview_every}")
+        if spec.parts and not any(weight > 0 for _, weight in spec.parts):
+            raise ParamError("a multi-prompt needs a part with a positive weight")
+        if not 0 <= spec.chaos <= 100 or not 1 <= spec.stop <= 100:
+            raise ParamError(f"chaos must be 0-100 and stop 1-100, got {spec.chaos} and {spec.stop}")
 
     @contextlib.contextmanager
     def _errors(self, what: str, fallback: GenerateResult | None = None) -> Iterator[None]:

@@ -8,6 +8,7 @@ file, those that ship for its kind).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,6 +25,59 @@ MASKED_STRENGTH = 1.0  # inpainting and outpainting: the masked area is drawn an
 # native side (an Upscale (Subtle/Creative) to 2048 px): the model draws best at its native size, and
 # attention's memory grows with the square of the pixel count.
 TILED_ABOVE = 2
+# A negative part of this weight (of the positive parts' sum) does what --no does: "fog::-0.5" = "--no fog",
+# as in Midjourney.
+NO_WEIGHT = 0.5
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A job's rows in the UNet batch: blocks of one row per image, in this order. With classifier-free
+    guidance: the negative prompt (--no, or the empty prompt), the empty prompt again where --no and negative
+    parts are both given, then the positive parts, then the negative parts; without it, the positive parts.
+
+    The predictions combine as composable diffusion (Liu et al., 2022), with the negative prompt in the place
+    of the unconditional one, as classifier-free guidance has it in every SD pipeline:
+
+        ε_neg = ε_no + Σⱼ (|vⱼ| / 0.5) (εⱼ − ε_uncond)          negative parts vⱼ push the negative side
+        ε     = ε_neg + cfg · Σᵢ wᵢ (εᵢ − ε_neg)                 positive parts wᵢ, Σ wᵢ = 1
+
+    so "a:: fog::-0.5" is "a --no fog" (ε_neg = ε_fog), and the two together push away from both. Without
+    guidance (cfg 1 or less, a latent consistency model) ε = Σᵢ wᵢ εᵢ: the formula at cfg 1, where the
+    negative side drops out, as --no always has there.
+    """
+
+    do_cfg: bool
+    positive: tuple[float, ...]  # the positive parts' weights, adding up to 1
+    negative: tuple[float, ...] = ()  # each negative part's pull, |v| / NO_WEIGHT (with guidance only)
+    empty_block: bool = False  # the empty prompt has its own block (--no and negative parts together)
+
+    @classmethod
+    def of(cls, spec: GenerateSpec, do_cfg: bool) -> Layout:
+        if not spec.parts:
+            return cls(do_cfg, (1.0,))
+        positive = tuple(weight for _, weight in spec.parts if weight > 0)
+        if not do_cfg:
+            return cls(do_cfg, positive)
+        negative = tuple(-weight / NO_WEIGHT for _, weight in spec.parts if weight < 0)
+        return cls(do_cfg, positive, negative, empty_block=bool(negative and spec.negative_prompt))
+
+    @property
+    def composed(self) -> bool:
+        """Several parts: combined by ``engine.compose``; one part runs the plain guidance step."""
+        return len(self.positive) + len(self.negative) > 1
+
+    @property
+    def blocks(self) -> int:
+        """Rows per image."""
+        return int(self.do_cfg) + int(self.empty_block) + len(self.positive) + len(self.negative)
+
+    def texts(self, spec: GenerateSpec) -> list[str]:
+        """The text of each block, in order ("" for the empty prompt)."""
+        positive = [text for text, weight in spec.parts if weight > 0] or [spec.prompt]
+        negative = [text for text, weight in spec.parts if weight < 0] if self.do_cfg else []
+        first = [spec.negative_prompt] if self.do_cfg else []
+        return first + ([""] if self.empty_block else []) + positive + negative
 
 
 @dataclass(frozen=True)
@@ -86,11 +140,12 @@ class Planner:
             spec = replace(spec, width=width, height=height, seeds=spec.seeds[:1])
         f = self.vae_scale_factor
         latent_height, latent_width = spec.height // f, spec.width // f
-        samples = spec.num_images * (2 if self.uses_cfg(spec) else 1)
+        samples = spec.num_images * Layout.of(spec, self.uses_cfg(spec)).blocks
         native = (self.native_size // f) ** 2
         steps = spec.num_inference_steps
         if spec.init_image is not None or task != "generate":
             steps = img2img_steps(steps, strength(spec, task))
+        steps = stopped_steps(steps, spec.stop)
         return Plan(
             # circular padding (--tile) and the LoRAs switched on are set for a whole UNet call
             group=(latent_height, latent_width, spec.tile, lora_set(spec.loras)),
@@ -112,3 +167,8 @@ def strength(spec: GenerateSpec, task: Task) -> float:
 def img2img_steps(num_inference_steps: int, strength: float) -> int:
     """img2img runs the last ``strength`` of the schedule, and always at least one step (as diffusers)."""
     return max(1, min(int(num_inference_steps * strength), num_inference_steps))
+
+
+def stopped_steps(steps: int, stop: int) -> int:
+    """--stop: the first ``stop`` percent of a job's steps, at least one."""
+    return max(1, min(steps, math.ceil(steps * stop / 100)))

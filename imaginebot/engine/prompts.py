@@ -1,6 +1,7 @@
 """A job's prompt as the UNet takes it: the text encoders' embeddings (SD 1.x/2.x: one CLIP; SDXL: two, with
-the pooled projection and the size conditioning), with classifier-free guidance's negative rows first, and a
-latent consistency model's embedded guidance scale.
+the pooled projection and the size conditioning), with classifier-free guidance's negative rows first and a
+multi-prompt's parts in blocks after them (``planning.Layout``), and a latent consistency model's embedded
+guidance scale.
 
 The same steps as diffusers' pipelines' ``encode_prompt``, for our step-level loop (jobs are encoded one by
 one, as they join a batch, and their rows are concatenated per UNet call).
@@ -15,15 +16,17 @@ import torch
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from imaginebot.engine.api import GenerateSpec
+from imaginebot.engine.planning import Layout
 from imaginebot.engine.schedulers import guidance_embedding
 
 
 @dataclass
 class Conditioning:
-    """What the UNet is conditioned on, for one job's rows."""
+    """What the UNet is conditioned on, for one job's rows: ``layout.blocks`` blocks of one row per image."""
 
-    prompt_embeds: torch.Tensor  # (2B, seq, dim) with CFG: negative first, as the UNet batch is laid out
+    prompt_embeds: torch.Tensor  # (blocks * B, seq, dim), the blocks in ``layout``'s order (negative first)
     added_cond_kwargs: dict[str, torch.Tensor] | None  # SDXL: pooled text embeddings and time ids
+    layout: Layout  # which block of rows is what, and how their predictions combine
     timestep_cond: torch.Tensor | None = None  # a distilled LCM UNet: the guidance scale, embedded
 
 
@@ -41,37 +44,43 @@ class Prompts:
     guidance_dim: int | None = None  # a latent consistency UNet's time_cond_proj_dim
 
     def encode(self, spec: GenerateSpec, batch_size: int, do_cfg: bool) -> Conditioning:
-        """The prompt (and with CFG the negative prompt, first) for ``batch_size`` images."""
+        """Every block of the job's layout for ``batch_size`` images: with CFG the negative prompt first, then
+        the prompt (or a multi-prompt's parts)."""
+        layout = Layout.of(spec, do_cfg)
+        texts = layout.texts(spec)
+        # the first block with CFG is the negative side: SDXL makes an empty one of zeros
+        negative = {0} if do_cfg else set()
+        if layout.empty_block:
+            negative.add(1)
         if self.text_encoder_2 is None:
-            prompt_embeds = self._clip(self.tokenizer, self.text_encoder, spec.prompt)
-            if do_cfg:
-                negative_prompt_embeds = self._clip(self.tokenizer, self.text_encoder, spec.negative_prompt)
+            embeds = {
+                text: self._clip(self.tokenizer, self.text_encoder, text) for text in dict.fromkeys(texts)
+            }
+            blocks = [embeds[text] for text in texts]
             added_cond_kwargs = None
         else:
-            prompt_embeds, pooled_prompt_embeds = self._clip_sdxl(spec.prompt)
-            if spec.negative_prompt == "" and self.force_zeros_for_empty_prompt:
-                negative_prompt_embeds = torch.zeros_like(prompt_embeds)
-                negative_pooled_prompt_embeds = torch.zeros_like(pooled_prompt_embeds)
-            else:
-                negative_prompt_embeds, negative_pooled_prompt_embeds = self._clip_sdxl(spec.negative_prompt)
-            add_text_embeds = pooled_prompt_embeds.repeat(batch_size, 1)
+            zeroed = {i for i in negative if texts[i] == "" and self.force_zeros_for_empty_prompt}
+            wanted = [text for i, text in enumerate(texts) if i not in zeroed]
+            encoded = {text: self._clip_sdxl(text) for text in dict.fromkeys(wanted)}
+            like = encoded[wanted[0]]
+            sdxl = [
+                (torch.zeros_like(like[0]), torch.zeros_like(like[1])) if i in zeroed else encoded[text]
+                for i, text in enumerate(texts)
+            ]
+            blocks = [embeds for embeds, _ in sdxl]
+            add_text_embeds = torch.cat([pooled.repeat(batch_size, 1) for _, pooled in sdxl])
             # SDXL's micro-conditioning: original size, crop top-left, target size
             add_time_ids = torch.tensor(
-                [[spec.height, spec.width, 0, 0, spec.height, spec.width]], dtype=prompt_embeds.dtype
+                [[spec.height, spec.width, 0, 0, spec.height, spec.width]], dtype=blocks[0].dtype
             ).to(self.device)
-            add_time_ids = add_time_ids.repeat(batch_size * (2 if do_cfg else 1), 1)
-            if do_cfg:
-                negative_text_embeds = negative_pooled_prompt_embeds.repeat(batch_size, 1)
-                add_text_embeds = torch.cat([negative_text_embeds, add_text_embeds])
+            add_time_ids = add_time_ids.repeat(batch_size * len(texts), 1)
             added_cond_kwargs = {"text_embeds": add_text_embeds, "time_ids": add_time_ids}
-        prompt_embeds = prompt_embeds.repeat(batch_size, 1, 1)
-        if do_cfg:
-            prompt_embeds = torch.cat([negative_prompt_embeds.repeat(batch_size, 1, 1), prompt_embeds])
+        prompt_embeds = torch.cat([embeds.repeat(batch_size, 1, 1) for embeds in blocks])
         timestep_cond = None
         if self.guidance_dim is not None:  # no CFG branch: the guidance is an input of the UNet
-            embedding = guidance_embedding(spec.guidance_scale, self.guidance_dim, batch_size)
+            embedding = guidance_embedding(spec.guidance_scale, self.guidance_dim, batch_size * len(texts))
             timestep_cond = embedding.to(self.device, prompt_embeds.dtype)
-        return Conditioning(prompt_embeds, added_cond_kwargs, timestep_cond)
+        return Conditioning(prompt_embeds, added_cond_kwargs, layout, timestep_cond)
 
     def _token_ids(self, tokenizer: CLIPTokenizer, text: str) -> torch.Tensor:
         input_ids: torch.Tensor = _tokenize(tokenizer, text).input_ids

@@ -22,6 +22,7 @@ from imaginebot.store_models import JobKind
 MakeEngine = Callable[..., DiffusionEngine]
 SOURCE = Image.radial_gradient("L").convert("RGB").resize((32, 32))
 ZOOMED = zoom_out(SOURCE, 2.0, (32, 32))
+MULTI = (("a red", 0.6), ("lighthouse", 0.4), ("fog", -0.2))  # a red::3 lighthouse::2 fog::-1, normalised
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,8 @@ def spec(prompt: str, **kwargs: object) -> GenerateSpec:
 
 
 # Different prompts, step counts, samplers, guidance (on, off), sizes (two latent shapes: two groups),
-# img2img, variations, an upscale, an outpainting and a seamless tile, joining at different steps.
+# img2img, variations, an upscale, an outpainting, a seamless tile, multi-prompts (their parts are rows of the
+# shared calls), --stop and --chaos, joining at different steps.
 JOBS = [
     Job(spec("a red lighthouse", sampler="euler_a")),
     Job(spec("a blue boat", sampler="dpm++2m", num_inference_steps=4, guidance_scale=1.0)),
@@ -50,6 +52,10 @@ JOBS = [
     Job(spec("zoom out", init_image=ZOOMED.image, mask_image=ZOOMED.mask, seeds=(8, 9)), joins_at=1),
     # circular padding is set for its own group's calls only
     Job(spec("a seamless pattern", tile=True), joins_at=2),
+    Job(spec("a red::3 lighthouse::2 fog::-1", parts=MULTI, negative_prompt="rain"), joins_at=1),
+    Job(spec("a blue:: boat", parts=(("a blue", 0.5), ("boat", 0.5)), guidance_scale=1.0, sampler="dpm++2m")),
+    Job(spec("a stopped lighthouse", stop=50, sampler="ddim"), joins_at=2),
+    Job(spec("a chaotic sea", chaos=70), joins_at=1),
 ]
 
 
@@ -89,10 +95,11 @@ def test_sdxl_time_ids_and_pooled_embeddings_are_per_sample(sdxl: TinyComponents
         Job(spec("a red lighthouse")),
         Job(spec("a blue boat", guidance_scale=1.0), joins_at=1),
         Job(spec("a green hill", negative_prompt="rain", guidance_scale=3.0), joins_at=2),
+        Job(spec("a red::3 lighthouse::2 fog::-1", parts=MULTI, chaos=50), joins_at=1),
     ]
     alone = [engine.generate(job.spec).images for job in jobs]
     together, widest = run_together(engine, jobs)
-    assert widest == 3
+    assert widest == 4
     for a, t in zip(alone, together, strict=True):
         assert_close_pixels(a, t, BATCHED)
 

@@ -318,12 +318,13 @@ async def test_edits_tiles_sources_and_remix_round_trip(store: Store) -> None:
     assert (await store.get_settings(ALICE)).remix is True
 
 
-async def test_models_and_loras_round_trip_and_older_jobs_get_the_default(tmp_path: Path) -> None:
-    """0005: a job keeps the model and LoRAs it was made with; jobs from before have model '' (the
-    default) and no LoRAs; a user's model choice is kept."""
+def a_store_from_before(tmp_path: Path, migration: str) -> None:
+    """The store file of a bot from before ``migration`` (the end of its file name), with one grid of then."""
     with sqlite3.connect(tmp_path / DB_NAME) as db:
         db.execute("PRAGMA foreign_keys = ON")  # as the store runs them (0004 rebuilds a table)
-        for version, _, script in migrations()[:4]:
+        for version, name, script in migrations():
+            if name.endswith(migration):
+                break
             db.executescript(script)
             db.execute(f"PRAGMA user_version = {version}")
         db.execute(
@@ -332,6 +333,12 @@ async def test_models_and_loras_round_trip_and_older_jobs_get_the_default(tmp_pa
             " 'euler_a', 512, 512, '[1]', '2024-05-01', '2024-05-01T00:00:00+00:00')"
         )
         db.commit()
+
+
+async def test_models_and_loras_round_trip_and_older_jobs_get_the_default(tmp_path: Path) -> None:
+    """0005: a job keeps the model and LoRAs it was made with; jobs from before have model '' (the
+    default) and no LoRAs; a user's model choice is kept."""
+    a_store_from_before(tmp_path, "_models.sql")
     async with await Store.open(tmp_path) as s:
         old = await s.get_job(1)
         assert old is not None and (old.spec.model, old.spec.loras) == ("", ())
@@ -345,21 +352,9 @@ async def test_models_and_loras_round_trip_and_older_jobs_get_the_default(tmp_pa
 
 
 async def test_a_multi_prompts_parts_chaos_and_stop_round_trip(tmp_path: Path) -> None:
-    """0006: a job keeps its parts, chaos and stop (what re-makes it); older jobs are one part, chaos 0,
+    """0009: a job keeps its parts, chaos and stop (what re-makes it); older jobs are one part, chaos 0,
     every step."""
-    with sqlite3.connect(tmp_path / DB_NAME) as db:
-        db.execute("PRAGMA foreign_keys = ON")
-        for version, name, script in migrations():
-            if name.endswith("_prompt_parts.sql"):
-                break
-            db.executescript(script)
-            db.execute(f"PRAGMA user_version = {version}")
-        db.execute(
-            "INSERT INTO jobs (user_id, guild_id, channel_id, kind, prompt_text, prompt, steps, cfg, sampler,"
-            " width, height, seeds, charged_day, created_at) VALUES (1, 10, 5, 'imagine', 'x', 'x', 20, 7.0,"
-            " 'euler_a', 512, 512, '[1]', '2024-05-01', '2024-05-01T00:00:00+00:00')"
-        )
-        db.commit()
+    a_store_from_before(tmp_path, "_prompt_parts.sql")
     async with await Store.open(tmp_path) as s:
         old = await s.get_job(1)
         assert old is not None and (old.spec.parts, old.spec.chaos, old.spec.stop) == ((), 0, 100)
